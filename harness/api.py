@@ -1,0 +1,409 @@
+"""The types a plugin registers: datasets, models, distillers, pruners, energy meters.
+
+A plugin subclasses one of these, sets its class attributes (name, tasks, params, what
+it needs or supports) and hands the class to the `register` callable of the matching
+hook (see `harness.hookspecs`). The harness instantiates it with the validated
+hyper-parameters of one cell.
+
+Everything here is method-agnostic: the core never names a dataset, model or method.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import torch
+from torch import nn
+
+from .errors import UsageError, closest
+
+#: The tasks the harness knows how to train and score.
+TASKS: tuple[str, ...] = ("classification", "rating", "ranking")
+
+#: What a distiller may need from the cell (see `Distiller.needs`).
+NEEDS: tuple[str, ...] = ("teacher", "logits", "features", "scores")
+
+#: The kinds of structure a pruner removes / a model supports.
+STRUCTURES: tuple[str, ...] = ("structured", "unstructured")
+
+
+# --------------------------------------------------------------------------- params
+
+
+@dataclass(frozen=True)
+class Param:
+    """One hyper-parameter or option of a registered thing.
+
+    `default` gives the value used when the grid is silent and, unless `type` is given,
+    the accepted type (an int is accepted for a float). `choices` restricts the value.
+    A default of None with no `type` accepts any YAML value.
+    """
+
+    default: Any
+    help: str = ""
+    type: type | tuple[type, ...] | None = None
+    choices: tuple[Any, ...] | None = None
+
+    def accepted(self) -> tuple[type, ...] | None:
+        t = self.type if self.type is not None else (
+            None if self.default is None else type(self.default)
+        )
+        if t is None:
+            return None
+        types = t if isinstance(t, tuple) else (t,)
+        if float in types and int not in types:
+            types = (*types, int)
+        if tuple in types or list in types:
+            types = (*types, list, tuple)
+        return types
+
+    def coerce(self, value: Any, where: str) -> Any:
+        types = self.accepted()
+        if value is None and self.default is None:
+            return None
+        if types is not None:
+            # bool is an int subclass: never accept it for a number, nor a number for bool.
+            bad_bool = isinstance(value, bool) != (bool in types)
+            if not isinstance(value, types) or (bad_bool and (bool in types or int in types)):
+                names = "/".join(sorted({t.__name__ for t in types}))
+                raise UsageError(f"{where}: expected {names}, got {type(value).__name__} {value!r}")
+            if float in types and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if isinstance(value, tuple):
+                value = list(value)
+        if self.choices is not None and value not in self.choices:
+            raise UsageError(
+                f"{where}: {value!r} is not one of {', '.join(map(str, self.choices))}"
+                + closest(str(value), map(str, self.choices))
+            )
+        return value
+
+
+class Component(ABC):
+    """Base of datasets, models, distillers and pruners.
+
+    Class attributes a subclass sets:
+      name: the name a grid uses (lower-case, e.g. "kd").
+      label: how the leaderboard names it (e.g. "KD"); defaults to name.upper().
+      description: one line for `harness plugins`.
+      tasks: the tasks it supports (subset of TASKS).
+      params: its hyper-parameters / options, name -> Param.
+    """
+
+    kind: ClassVar[str] = "component"
+    name: ClassVar[str] = ""
+    label: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    tasks: ClassVar[frozenset[str]] = frozenset(TASKS)
+    params: ClassVar[dict[str, Param]] = {}
+
+    def __init__(self, **hparams: Any) -> None:
+        self.hparams = hparams
+
+    @classmethod
+    def display(cls) -> str:
+        return cls.label or cls.name.upper()
+
+    @classmethod
+    def resolve_params(cls, given: dict[str, Any], where: str) -> dict[str, Any]:
+        """Validate `given` against `params` and fill in defaults (raises UsageError)."""
+        unknown = [k for k in given if k not in cls.params]
+        if unknown:
+            k = unknown[0]
+            known = ", ".join(sorted(cls.params)) or "none"
+            raise UsageError(
+                f"{where}: unknown option {k!r} for {cls.kind} {cls.name!r}"
+                + (closest(k, cls.params) or f" (it takes: {known})")
+            )
+        out = {}
+        for key, p in cls.params.items():
+            out[key] = p.coerce(given[key], f"{where}.{key}") if key in given else p.default
+        cls.check(out, where)
+        return out
+
+    @classmethod
+    def check(cls, params: dict[str, Any], where: str) -> None:
+        """Cross-field or filesystem checks on resolved params; raise UsageError.
+
+        Override to reject, before anything runs, e.g. a path that does not exist.
+        """
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class TensorSplit:
+    """One split of a dataset: named tensors sharing their first dimension.
+
+    Batches are taken by indexing whole tensors (no per-sample Python), on whatever
+    device the split lives on.
+    """
+
+    tensors: dict[str, torch.Tensor]
+
+    def __post_init__(self) -> None:
+        lengths = {k: len(v) for k, v in self.tensors.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"split tensors differ in length: {lengths}")
+
+    def __len__(self) -> int:
+        return len(next(iter(self.tensors.values()))) if self.tensors else 0
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self.tensors[key]
+
+    def to(self, device: torch.device | str) -> TensorSplit:
+        return TensorSplit({k: v.to(device) for k, v in self.tensors.items()})
+
+    def head(self, n: int) -> dict[str, torch.Tensor]:
+        return {k: v[:n] for k, v in self.tensors.items()}
+
+    def batches(
+        self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        n = len(self)
+        if shuffle:
+            order = torch.randperm(n, generator=generator)
+            device = next(iter(self.tensors.values())).device
+            order = order.to(device)
+            for start in range(0, n, batch_size):
+                idx = order[start : start + batch_size]
+                yield {k: v.index_select(0, idx) for k, v in self.tensors.items()}
+        else:
+            for start in range(0, n, batch_size):
+                yield {k: v[start : start + batch_size] for k, v in self.tensors.items()}
+
+    def num_batches(self, batch_size: int) -> int:
+        return math.ceil(len(self) / batch_size)
+
+
+@dataclass
+class DataBundle:
+    """What a dataset gives the harness for one task.
+
+    info: facts models need to size themselves (e.g. "n_features", "n_classes") and the
+    rating task needs to score ("target_mean", "target_std": predictions are made on the
+    standardised target and scored after undoing it).
+    note: one line the leaderboard prints under the dataset's heading (e.g. that the
+    data is not the paper's file, or that it is a synthetic stand-in).
+    """
+
+    task: str
+    train: TensorSplit
+    val: TensorSplit
+    test: TensorSplit
+    info: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+    def to(self, device: torch.device | str) -> DataBundle:
+        return DataBundle(
+            self.task, self.train.to(device), self.val.to(device), self.test.to(device),
+            self.info, self.note,
+        )
+
+
+class Dataset(Component):
+    """A dataset. `load` returns the splits for one task.
+
+    The split must not depend on the seed (every method of one dataset and seed sees the
+    same data); the seed is given for datasets that subsample.
+    """
+
+    kind: ClassVar[str] = "dataset"
+
+    @abstractmethod
+    def load(self, task: str, seed: int) -> DataBundle:
+        ...
+
+
+# --------------------------------------------------------------------------- models
+
+
+class ModelFactory(Component):
+    """Builds an `nn.Module` for a task from a dataset's info.
+
+    The module's forward takes the batch's "x" tensor and returns logits [B, C]
+    (classification) or predictions [B] (rating, standardised scale).
+
+    exposes_features: the module has `feature_layers() -> list[nn.Module]`, whose
+      outputs (captured by forward hooks) are the features feature distillers match.
+    prunable: which pruning structures the model supports.
+    presets: named parameter sets, e.g. {"teacher": {...}, "student": {...}}.
+    """
+
+    kind: ClassVar[str] = "model"
+    exposes_features: ClassVar[bool] = False
+    prunable: ClassVar[frozenset[str]] = frozenset()
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    @abstractmethod
+    def build(self, data: DataBundle) -> nn.Module:
+        ...
+
+
+# --------------------------------------------------------------------------- distillers
+
+
+@dataclass
+class Step:
+    """What a distiller's loss sees at one training step.
+
+    task_loss is the student's own task loss on the batch (CE, MSE, ...), already
+    computed; teacher_out/teacher_features are None unless the distiller needs them,
+    and were computed under no_grad with the teacher in eval mode.
+    """
+
+    batch: dict[str, torch.Tensor]
+    task: str
+    student_out: torch.Tensor
+    task_loss: torch.Tensor
+    teacher_out: torch.Tensor | None = None
+    student_features: list[torch.Tensor] | None = None
+    teacher_features: list[torch.Tensor] | None = None
+    epoch: int = 0
+
+
+class Distiller(Component):
+    """A training loss for the student, usually using a teacher.
+
+    needs: any of "teacher" (a trained teacher is required), "logits" (teacher and
+      student outputs are compared), "features" (both models expose features),
+      "scores" (ranking scores). The grid skips cells that cannot provide them.
+    """
+
+    kind: ClassVar[str] = "distiller"
+    needs: ClassVar[frozenset[str]] = frozenset()
+
+    def setup(
+        self, teacher: nn.Module | None, student: nn.Module, data: DataBundle,
+        example: dict[str, torch.Tensor],
+    ) -> Iterable[nn.Parameter]:
+        """Called once before training; return extra trainable parameters (e.g.
+        attention heads). These are trained with the student and are not deployed."""
+        return ()
+
+    @abstractmethod
+    def loss(self, step: Step) -> torch.Tensor:
+        ...
+
+
+# --------------------------------------------------------------------------- pruners
+
+
+class Fit(Protocol):
+    """The training services a pruner drives (implemented by the runner).
+
+    student: the freshly initialised student.
+    epochs: the cell's student budget in epochs.
+    """
+
+    student: nn.Module
+    epochs: int
+
+    def train(
+        self,
+        model: nn.Module,
+        epochs: int | None = None,
+        distill: bool = True,
+        on_epoch_end: Callable[[nn.Module, int], nn.Module | None] | None = None,
+    ) -> nn.Module:
+        """Train `model` for `epochs` (default: the budget) with the cell's distiller
+        (or the plain task loss when distill=False). `on_epoch_end(model, epoch)` may
+        return a replacement model (e.g. rebuilt smaller); training continues on it."""
+        ...
+
+    def evaluate(self, model: nn.Module, split: str = "val") -> dict[str, float]:
+        """Score `model` on a split ("val" or "test") with the task's metrics."""
+        ...
+
+    def log_level(self, **values: Any) -> None:
+        """Keep one pruning level in the record (e.g. sparsity, params, val error)."""
+        ...
+
+
+class Pruner(Component):
+    """Wraps training with a pruning schedule.
+
+    structure: "structured", "unstructured" or None (no pruning); cells whose student
+    model does not support it are skipped.
+    """
+
+    kind: ClassVar[str] = "pruner"
+    structure: ClassVar[str | None] = None
+
+    @abstractmethod
+    def fit(self, fit: Fit) -> nn.Module:
+        """Train (and prune) the student; return the model to deploy."""
+        ...
+
+
+# --------------------------------------------------------------------------- energy
+
+
+@dataclass
+class EnergyReading:
+    """Energy of one window. `estimate` is True when not measured by a hardware counter."""
+
+    joules: float
+    seconds: float
+    meter: str
+    estimate: bool
+    detail: str = ""
+
+
+class EnergyMeter(ABC):
+    """Measures energy between `begin()` and `end()`.
+
+    name, description: as shown in records and `harness plugins`.
+    priority: higher is preferred; the runner picks the available meter of highest
+      priority for the cell's device.
+    estimate: True when the meter does not read a hardware counter.
+    """
+
+    kind: ClassVar[str] = "energy_meter"
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    priority: ClassVar[int] = 0
+    estimate: ClassVar[bool] = False
+    tasks: ClassVar[frozenset[str]] = frozenset(TASKS)
+
+    @classmethod
+    def unavailable(cls, device: torch.device) -> str | None:
+        """Return None when usable on `device`, else the reason it is not."""
+        return None
+
+    def __init__(self, device: torch.device, **options: Any) -> None:
+        """options: the grid's energy settings (e.g. cpu_watts_per_core); a meter
+        ignores those it does not use."""
+        self.device = device
+
+    @abstractmethod
+    def begin(self) -> None:
+        """Start/stop a window (see the class docstring)."""
+
+    @abstractmethod
+    def end(self) -> EnergyReading:
+        """Start/stop a window (see the class docstring)."""
+
+    def close(self) -> None:
+        """Release resources (threads, handles)."""
+
+
+def check_tasks(values: Iterable[str], where: str) -> frozenset[str]:
+    values = frozenset(values)
+    bad = values - set(TASKS)
+    if bad:
+        raise ValueError(f"{where}: unknown task(s) {sorted(bad)}; known: {', '.join(TASKS)}")
+    return values
+
+
+__all__ = [
+    "TASKS", "NEEDS", "STRUCTURES", "Param", "Component", "TensorSplit", "DataBundle",
+    "Dataset", "ModelFactory", "Step", "Distiller", "Fit", "Pruner", "EnergyReading",
+    "EnergyMeter", "check_tasks",
+]

@@ -1,0 +1,278 @@
+"""The `harness` command line.
+
+  harness run --grid FILE [--out DIR] [--device cpu|cuda|auto] [--dry-run] [--retry-failed] [-j N]
+  harness list (--results DB | --grid FILE [--out DIR]) [--status S]
+  harness leaderboard --results DB --out DIR
+  harness plugins [--details]
+
+Exit codes: 0 success; 1 some cells failed; 2 bad input (one line on stderr, nothing
+written); 130 interrupted (finished cells are kept; rerun to continue).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from . import __version__
+from .errors import HarnessError, PluginError, UsageError
+from .executor import execute
+from .grid import Grid, load_grid
+from .leaderboard import write_leaderboards
+from .plugins import call_lifecycle, get_registry
+from .runner import RunOptions, base_record, method_label, resolve_device
+from .store import FINISHED, Store
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = Parser(prog="harness", description="Benchmark compression of recommender and vision "
+               "models by distillation and pruning.")
+    p.add_argument("--version", action="version", version=f"harness {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=Parser)
+
+    r = sub.add_parser("run", help="run every cell of a grid not yet finished")
+    r.add_argument("--grid", required=True, help="grid YAML file (see docs/grid.md)")
+    r.add_argument("--out", help="output folder (default: runs/<grid name>)")
+    r.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: "
+                   "auto = CUDA when present, else CPU)")
+    r.add_argument("--dry-run", action="store_true", help="print the plan; run and write nothing")
+    r.add_argument("--retry-failed", action="store_true", help="also rerun cells that failed")
+    r.add_argument("-j", "--jobs", type=int, default=1, help="worker processes (default 1)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    ls = sub.add_parser("list", help="show cells and their status")
+    ls.add_argument("--results", help="results.db of a run")
+    ls.add_argument("--grid", help="a grid file; its default results.db is used")
+    ls.add_argument("--out", help="with --grid: the run's output folder")
+    ls.add_argument("--status", choices=["ok", "failed", "skipped"])
+
+    lb = sub.add_parser("leaderboard", help="write leaderboard markdown from a results.db")
+    lb.add_argument("--results", required=True, help="results.db of a run")
+    lb.add_argument("--out", required=True, help="folder for the markdown")
+
+    pl = sub.add_parser("plugins", help="list plugins and what they register")
+    pl.add_argument("--details", action="store_true", help="also every registered thing, "
+                    "with its tasks, needs and options")
+    return p
+
+
+# --------------------------------------------------------------------------- run
+
+
+def _out_dir(grid_name: str, out: str | None) -> Path:
+    return Path(out) if out else Path("runs") / grid_name
+
+
+def _plan(grid: Grid, statuses: dict[str, str], retry: bool) -> list[list[str]]:
+    rows = []
+    for c in grid.cells:
+        d = c.describe()
+        st = statuses.get(c.id)
+        if c.skip:
+            action = f"skip: {c.skip}"
+        elif st == "ok":
+            action = "done"
+        elif st == "failed":
+            action = "rerun (failed)" if retry else "failed earlier (--retry-failed)"
+        else:
+            action = "run"
+        rows.append([c.id[:8], d["dataset"], d["task"], d["teacher"], d["student"],
+                     d["distiller"], d["pruner"], d["seed"], action])
+    return rows
+
+
+def _summary_line(record: dict[str, Any]) -> str:
+    if record["status"] != "ok":
+        return record.get("reason") or ""
+    test = record["metrics"]["test"]
+    metric = "  ".join(f"{k} {v:.4g}" for k, v in list(test.items())[:2])
+    e = record["energy"]
+    est = " est." if e["estimate"] else ""
+    return (f"{metric}  params {record['size']['params']:,}  "
+            f"train {record['times']['train_s']:.1f}s {e['train_j']:.3g} J{est} ({e['meter']})")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.jobs < 1:
+        raise UsageError(f"-j {args.jobs}: need at least 1 worker")
+    registry = get_registry()
+    grid = load_grid(args.grid, registry)
+    device = resolve_device(args.device)
+    out = _out_dir(grid.name, args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a folder")
+    db = out / "results.db"
+    statuses: dict[str, str] = {}
+    if db.exists():
+        store = Store.open_existing(db)
+        statuses = store.status_of(c.id for c in grid.cells)
+        store.close()
+    if args.dry_run:
+        rows = _plan(grid, statuses, args.retry_failed)
+        print(tabulate(rows, headers=["cell", "dataset", "task", "teacher", "student",
+                                      "distiller", "pruner", "seed", "action"]))
+        n_run = sum(1 for r in rows if r[-1].startswith(("run", "rerun")))
+        print(f"\n{len(rows)} cells: {n_run} to run, {len(grid.skipped)} incompatible; "
+              f"device {device}; output {out} (dry run: nothing written)")
+        return 0
+
+    out.mkdir(parents=True, exist_ok=True)
+    store = Store(db)
+    command = "harness run --grid " + shlex.quote(args.grid) + (
+        f" --out {shlex.quote(args.out)}" if args.out else "")
+    done = [c for c in grid.runnable if statuses.get(c.id) == "ok"]
+    failed_before = [c for c in grid.runnable if statuses.get(c.id) == "failed"]
+    todo = [c for c in grid.runnable
+            if statuses.get(c.id) not in FINISHED
+            or (args.retry_failed and statuses.get(c.id) == "failed")]
+    for c in grid.skipped:
+        rec = base_record(c.config, c.id, grid.name)
+        rec.update(status="skipped", reason=c.skip, method=method_label(c.config),
+                   command=command, started=time.time(), finished=time.time())
+        store.put_skipped(rec)
+    msg = (f"grid {grid.name}: {len(grid.cells)} cells; {len(todo)} to run; "
+           f"{len(done)} already finished, skipped")
+    if failed_before and not args.retry_failed:
+        msg += f"; {len(failed_before)} failed earlier (rerun them with --retry-failed)"
+    if grid.skipped:
+        msg += f"; {len(grid.skipped)} incompatible"
+    print(msg + f"; device {device}; output {out}", flush=True)
+
+    counts = {"ok": 0, "failed": 0}
+    hook_errors: list[str] = []
+    width = len(str(len(todo)))
+
+    def on_record(record: dict[str, Any], _i: int) -> None:
+        record["command"] = command
+        store.put(record)
+        counts[record["status"]] = counts.get(record["status"], 0) + 1
+        n = counts["ok"] + counts["failed"]
+        d = f"{record['dataset']} {record['student']} {record['method']} seed {record['seed']}"
+        print(f"[{n:>{width}}/{len(todo)}] {record['status']:<6} {d}: {_summary_line(record)}",
+              flush=True)
+        hook_errors.extend(call_lifecycle("harness_cell_finished", record=record,
+                                          grid_name=grid.name))
+
+    opts = RunOptions(device=device, teacher_dir=str(out / "teachers"),
+                      progress=not args.no_progress and sys.stderr.isatty())
+    interrupted = False
+    try:
+        execute(todo, grid.name, opts, args.jobs, on_record)
+    except KeyboardInterrupt:
+        interrupted = True
+    paths = write_leaderboards(store.records(), store.teachers(), out / "leaderboards")
+    store.close()
+    summary = {"grid": grid.name, "ran": counts["ok"] + counts["failed"], "ok": counts["ok"],
+               "failed": counts["failed"], "skipped": len(grid.skipped),
+               "already_done": len(done)}
+    hook_errors.extend(call_lifecycle("harness_grid_finished", summary=summary, out_dir=str(out)))
+    for e in hook_errors:
+        print(f"harness: warning: {e}", file=sys.stderr)
+    print(f"ran {summary['ran']} cells: {counts['ok']} ok, {counts['failed']} failed; "
+          f"{len(done)} already finished; {len(grid.skipped)} incompatible. "
+          f"Leaderboards: {out / 'leaderboards'} ({len(paths)} files)")
+    if interrupted:
+        print("interrupted: finished cells are stored; run the same command to continue",
+              file=sys.stderr)
+        return 130
+    return 1 if counts["failed"] else 0
+
+
+# --------------------------------------------------------------------------- others
+
+
+def _open_results(args: argparse.Namespace) -> Store:
+    if args.results:
+        return Store.open_existing(args.results)
+    if args.grid:
+        grid = load_grid(args.grid, get_registry())
+        return Store.open_existing(_out_dir(grid.name, args.out) / "results.db")
+    raise UsageError("harness list: give --results DB or --grid FILE")
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    store = _open_results(args)
+    rows = [[r["id"][:8], r["status"], r["dataset"], r["task"], r["student"], r["method"],
+             r["seed"], (r["reason"] or "")[:80]]
+            for r in store.rows() if args.status is None or r["status"] == args.status]
+    store.close()
+    print(tabulate(rows, headers=["cell", "status", "dataset", "task", "student", "method",
+                                  "seed", "reason"]))
+    by = {}
+    for r in rows:
+        by[r[1]] = by.get(r[1], 0) + 1
+    print("\n" + ", ".join(f"{v} {k}" for k, v in sorted(by.items())) if by else "no cells")
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    store = Store.open_existing(args.results)
+    paths = write_leaderboards(store.records(), store.teachers(), args.out)
+    store.close()
+    for p in paths:
+        print(p)
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    reg = get_registry()
+    rows = []
+    for info in reg.infos.values():
+        what = "; ".join(f"{k}: {', '.join(sorted(v))}" for k, v in sorted(info.registers.items()))
+        rows.append([info.name, info.source, info.module, what or "(nothing)"])
+    print(tabulate(rows, headers=["plugin", "source", "module", "registers"]))
+    if args.details:
+        for kind in ("dataset", "model", "distiller", "pruner", "energy_meter"):
+            print(f"\n{kind}s:")
+            for name in reg.names(kind):
+                e = reg.entries[kind][name]
+                cls = e.cls
+                facts = [f"plugin {e.plugin}"]
+                if kind != "energy_meter":
+                    facts.append("tasks " + ",".join(sorted(cls.tasks)))
+                if kind == "distiller":
+                    facts.append("needs " + (",".join(sorted(cls.needs)) or "nothing"))
+                if kind == "pruner":
+                    facts.append(f"structure {cls.structure}")
+                if kind == "model":
+                    facts.append(f"features {'yes' if cls.exposes_features else 'no'}")
+                    facts.append("prunable " + (",".join(sorted(cls.prunable)) or "no"))
+                    if cls.presets:
+                        facts.append("presets " + ",".join(cls.presets))
+                if kind == "energy_meter":
+                    facts.append(f"priority {cls.priority}")
+                print(f"  {name}: {cls.description} [{'; '.join(facts)}]")
+                for pname, p in getattr(cls, "params", {}).items():
+                    print(f"      {pname} = {p.default!r}  {p.help}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list, "leaderboard": cmd_leaderboard,
+            "plugins": cmd_plugins}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+        return COMMANDS[args.cmd](args)
+    except (UsageError, PluginError) as e:
+        print(f"harness: error: {e}", file=sys.stderr)
+        return 2
+    except HarnessError as e:
+        print(f"harness: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,497 @@
+"""Grid files: loading with line numbers, validation, expansion into cells, and
+compatibility filtering. The schema is documented in docs/grid.md.
+
+Every error is a `UsageError` whose message starts with `FILE:LINE: path:` so a user
+finds the place at once; nothing is run or written before the whole grid validates.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .api import Param
+from .errors import UsageError, closest
+from .plugins import Registry
+
+TOP_KEYS = {
+    "name": "the grid's name (default: the file's stem); names the output folder",
+    "description": "free text shown in the leaderboard",
+    "datasets": "list of datasets: a name, or {name:, task:, <options>}",
+    "teacher": "model spec {model:, preset:, <options>} or a list of them",
+    "student": "model spec {model:, preset:, <options>} or a list of them",
+    "distillers": "list: a name, or {name:, <hyper-parameters>}",
+    "pruners": "list: a name, or {name:, <hyper-parameters>} (default: [none])",
+    "seeds": "list of ints, or an int n for seeds 0..n-1 (default: [0])",
+    "budget": "epochs, teacher_epochs, batch_size, eval_batch_size",
+    "train": "optimiser settings for the student (and teacher unless teacher_train)",
+    "teacher_train": "optimiser settings for the teacher, over `train`",
+    "hparams": "default hyper-parameters per method name, e.g. {kd: {T: 4}}",
+    "overrides": "per-method budget/train overrides, e.g. {kd: {train: {lr: 0.01}}}",
+    "energy": "meter: auto or a meter's name; inference_min_seconds; cpu_watts_per_core",
+}
+
+BUDGET = {
+    "epochs": Param(10, "student training epochs"),
+    "teacher_epochs": Param(None, "teacher training epochs (default: epochs)", type=int),
+    "batch_size": Param(64, "training batch size"),
+    "eval_batch_size": Param(1024, "evaluation batch size"),
+    "select": Param("last", "which epoch's model to keep: last, or best_val (the best "
+                    "validation score; the whole budget is still trained)",
+                    choices=("last", "best_val")),
+}
+
+TRAIN = {
+    "optimizer": Param("adam", "optimiser", choices=("adam", "adamw", "sgd")),
+    "lr": Param(1e-3, "learning rate"),
+    "weight_decay": Param(0.0, "weight decay"),
+    "momentum": Param(0.9, "SGD momentum"),
+    "nesterov": Param(False, "SGD Nesterov momentum"),
+    "milestones": Param([], "epochs at which the learning rate is multiplied by gamma", type=list),
+    "gamma": Param(0.1, "learning-rate decay factor at each milestone"),
+    "grad_clip": Param(None, "clip the gradient norm to this value", type=float),
+}
+
+ENERGY = {
+    "meter": Param("auto", "'auto' (best available) or a registered meter's name"),
+    "inference_min_seconds": Param(
+        1.0, "repeat inference passes until the energy window lasts this long"
+    ),
+    "cpu_watts_per_core": Param(
+        None, "watts per busy core for the CPU-time estimate (default: the meter's)", type=float
+    ),
+}
+
+#: Config sections that change how a cell is measured, not what it computes: kept in
+#: the record but left out of the cell's id, so changing them does not rerun cells.
+NOT_HASHED = ("energy",)
+
+
+# --------------------------------------------------------------------------- YAML
+
+
+class Located:
+    """A loaded YAML document plus the line of every key/item, for error messages."""
+
+    def __init__(self, path: str, data: Any, lines: dict[tuple, int]) -> None:
+        self.path = path
+        self.data = data
+        self.lines = lines
+
+    def where(self, *keys: Any) -> str:
+        """'FILE:LINE: a.b[0].c' for a path into the document."""
+        path = tuple(keys)
+        while path and path not in self.lines:
+            path = path[:-1]
+        line = self.lines.get(path, 1)
+        return f"{self.path}:{line}: {dotted(keys)}" if keys else f"{self.path}:{line}"
+
+
+def dotted(keys: Iterable[Any]) -> str:
+    out = ""
+    for k in keys:
+        out += f"[{k}]" if isinstance(k, int) else (f".{k}" if out else str(k))
+    return out
+
+
+def _lines(node: yaml.Node, path: tuple, out: dict[tuple, int]) -> None:
+    out.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            key = yaml.safe_load(yaml.serialize(k)) if isinstance(k, yaml.ScalarNode) else str(k)
+            out[path + (key,)] = k.start_mark.line + 1
+            _lines(v, path + (key,), out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            out[path + (i,)] = v.start_mark.line + 1
+            _lines(v, path + (i,), out)
+
+
+def load_yaml(path: str | Path) -> Located:
+    p = Path(path)
+    if not p.exists():
+        raise UsageError(f"{p}: grid file not found")
+    if p.is_dir():
+        raise UsageError(f"{p}: is a directory, not a grid file")
+    text = p.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+        node = yaml.compose(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark else 1
+        what = (e.problem or e.context or "invalid YAML").strip()
+        raise UsageError(f"{p}:{line}: YAML syntax error: {what}") from None
+    except yaml.YAMLError as e:
+        raise UsageError(f"{p}: YAML error: {e}") from None
+    lines: dict[tuple, int] = {}
+    if node is not None:
+        _lines(node, (), lines)
+    return Located(str(p), data, lines)
+
+
+# --------------------------------------------------------------------------- cells
+
+
+@dataclass
+class Cell:
+    """One combination of the grid. `id` hashes `config` without NOT_HASHED sections."""
+
+    config: dict[str, Any]
+    skip: str | None = None
+    id: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.id = cell_id(self.config)
+
+    @property
+    def seed(self) -> int:
+        return self.config["seed"]
+
+    def describe(self) -> dict[str, str]:
+        c = self.config
+        return {
+            "dataset": dataset_label(c["dataset"]),
+            "task": c["task"],
+            "teacher": model_label(c["teacher"]),
+            "student": model_label(c["student"]),
+            "distiller": c["distiller"]["name"],
+            "pruner": c["pruner"]["name"],
+            "seed": str(c["seed"]),
+        }
+
+
+def canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def cell_id(config: dict[str, Any]) -> str:
+    hashed = {k: v for k, v in config.items() if k not in NOT_HASHED}
+    return hashlib.sha256(canonical(hashed).encode()).hexdigest()[:16]
+
+
+def dataset_label(ds: dict[str, Any]) -> str:
+    shown = {k: ds["params"][k] for k in ds.get("shown", [])}
+    if not shown:
+        return ds["name"]
+    return ds["name"] + "(" + ", ".join(f"{k}={_short(v)}" for k, v in shown.items()) + ")"
+
+
+def model_label(m: dict[str, Any]) -> str:
+    label = m["model"] + (f":{m['preset']}" if m.get("preset") else "")
+    extra = m.get("shown", [])
+    if extra:
+        label += "(" + ", ".join(f"{k}={_short(m['params'][k])}" for k in extra) + ")"
+    return label
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, list):
+        return "[" + ",".join(map(str, v)) + "]"
+    return str(v)
+
+
+@dataclass
+class Grid:
+    name: str
+    path: str
+    description: str
+    cells: list[Cell]
+    config: dict[str, Any]
+
+    @property
+    def runnable(self) -> list[Cell]:
+        return [c for c in self.cells if c.skip is None]
+
+    @property
+    def skipped(self) -> list[Cell]:
+        return [c for c in self.cells if c.skip is not None]
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _section(doc: Located, key: str, schema: dict[str, Param], value: Any) -> dict[str, Any]:
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise UsageError(f"{doc.where(key)}: expected a mapping, got {type(value).__name__}")
+    out = {}
+    for k, v in value.items():
+        if k not in schema:
+            raise UsageError(
+                f"{doc.where(key, k)}: unknown key {k!r}"
+                + (closest(str(k), schema) or f" (known: {', '.join(schema)})")
+            )
+        out[k] = schema[k].coerce(v, doc.where(key, k))
+    return out
+
+
+def _resolve(schema: dict[str, Param], given: dict[str, Any]) -> dict[str, Any]:
+    return {k: given.get(k, p.default) for k, p in schema.items()}
+
+
+def _as_list(doc: Located, key: str, value: Any, default: list | None = None) -> list:
+    if value is None:
+        if default is None:
+            raise UsageError(f"{doc.where()}: missing required key {key!r}")
+        return default
+    if isinstance(value, (str, dict)):
+        return [value]
+    if not isinstance(value, list) or not value:
+        raise UsageError(f"{doc.where(key)}: expected a non-empty list")
+    return value
+
+
+def _named(doc: Located, path: tuple, entry: Any, name_key: str) -> tuple[str, dict[str, Any]]:
+    """An entry that is a bare name or a mapping {name_key: ..., options...}."""
+    if isinstance(entry, str):
+        return entry, {}
+    if isinstance(entry, dict):
+        if name_key not in entry:
+            raise UsageError(f"{doc.where(*path)}: missing {name_key!r}")
+        name = entry[name_key]
+        if not isinstance(name, str):
+            raise UsageError(f"{doc.where(*path, name_key)}: expected a name, got {name!r}")
+        return name, {k: v for k, v in entry.items() if k != name_key}
+    raise UsageError(
+        f"{doc.where(*path)}: expected a name or a mapping with {name_key!r}, "
+        f"got {type(entry).__name__}"
+    )
+
+
+def _expand_options(cls: Any, options: dict[str, Any]) -> list[tuple[dict[str, Any], list[str]]]:
+    """Options whose value is a list, for a param that does not take a list, expand into
+    one variant per value (every combination). Returns (options, expanded keys)."""
+    sweep = {}
+    for k, v in options.items():
+        p = cls.params.get(k)
+        takes_list = p is not None and (types := p.accepted()) is not None and list in types
+        if isinstance(v, list) and p is not None and not takes_list:
+            sweep[k] = v
+    if not sweep:
+        return [(options, [])]
+    keys = list(sweep)
+    out = []
+    for combo in itertools.product(*(sweep[k] for k in keys)):
+        o = dict(options)
+        o.update(zip(keys, combo, strict=True))
+        out.append((o, keys))
+    return out
+
+
+def load_grid(path: str | Path, registry: Registry) -> Grid:
+    """Load, validate and expand a grid file (raises UsageError on any problem)."""
+    doc = load_yaml(path)
+    data = doc.data
+    if data is None:
+        raise UsageError(f"{doc.path}:1: the grid file is empty")
+    if not isinstance(data, dict):
+        raise UsageError(f"{doc.path}:1: a grid is a mapping of keys ({', '.join(TOP_KEYS)})")
+    for k in data:
+        if k not in TOP_KEYS:
+            raise UsageError(
+                f"{doc.where(k)}: unknown key {k!r}" + (closest(str(k), TOP_KEYS) or "")
+            )
+    name = data.get("name", Path(path).stem)
+    if not isinstance(name, str) or not name or "/" in name:
+        raise UsageError(f"{doc.where('name')}: expected a simple name, got {name!r}")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise UsageError(f"{doc.where('description')}: expected text")
+
+    budget = _resolve(BUDGET, _section(doc, "budget", BUDGET, data.get("budget")))
+    train = _resolve(TRAIN, _section(doc, "train", TRAIN, data.get("train")))
+    teacher_train_given = _section(doc, "teacher_train", TRAIN, data.get("teacher_train"))
+    energy = _resolve(ENERGY, _section(doc, "energy", ENERGY, data.get("energy")))
+    if energy["meter"] != "auto":
+        registry.get("energy_meter", energy["meter"], doc.where("energy", "meter"))
+
+    seeds_raw = data.get("seeds", [0])
+    if isinstance(seeds_raw, int) and not isinstance(seeds_raw, bool):
+        if seeds_raw < 1:
+            raise UsageError(f"{doc.where('seeds')}: the number of seeds must be at least 1")
+        seeds = list(range(seeds_raw))
+    else:
+        seeds = _as_list(doc, "seeds", seeds_raw)
+        for i, s in enumerate(seeds):
+            if not isinstance(s, int) or isinstance(s, bool):
+                raise UsageError(f"{doc.where('seeds', i)}: expected an int seed, got {s!r}")
+        if len(set(seeds)) != len(seeds):
+            raise UsageError(f"{doc.where('seeds')}: repeated seed")
+
+    # ----- datasets
+    datasets = []
+    for i, entry in enumerate(_as_list(doc, "datasets", data.get("datasets"))):
+        dname, opts = _named(doc, ("datasets", i), entry, "name")
+        where = doc.where("datasets", i)
+        cls = registry.get("dataset", dname, where)
+        task = opts.pop("task", None)
+        if task is None:
+            if len(cls.tasks) != 1:
+                raise UsageError(
+                    f"{where}: dataset {dname!r} has several tasks "
+                    f"({', '.join(sorted(cls.tasks))}): say which with task:"
+                )
+            task = next(iter(cls.tasks))
+        elif task not in cls.tasks:
+            raise UsageError(
+                f"{doc.where('datasets', i, 'task')}: dataset {dname!r} has no task {task!r} "
+                f"(it has: {', '.join(sorted(cls.tasks))})"
+            )
+        for variant, expanded in _expand_options(cls, opts):
+            params = cls.resolve_params(variant, where)
+            shown = [k for k in cls.params if k in opts]
+            datasets.append(
+                ({"name": dname, "params": params, "shown": shown}, task)
+            )
+            del expanded
+
+    # ----- models
+    def models(role: str) -> list[dict[str, Any]]:
+        out = []
+        raw = data.get(role)
+        if raw is None:
+            raise UsageError(f"{doc.where()}: missing required key {role!r}")
+        entries = raw if isinstance(raw, list) else [raw]
+        for i, entry in enumerate(entries):
+            path = (role, i) if isinstance(raw, list) else (role,)
+            mname, opts = _named(doc, path, entry, "model")
+            where = doc.where(*path)
+            cls = registry.get("model", mname, where)
+            preset = opts.pop("preset", None)
+            base: dict[str, Any] = {}
+            if preset is not None:
+                if preset not in cls.presets:
+                    raise UsageError(
+                        f"{doc.where(*path, 'preset')}: model {mname!r} has no preset {preset!r}"
+                        + (closest(str(preset), cls.presets)
+                           or f" (presets: {', '.join(cls.presets) or 'none'})")
+                    )
+                base = copy.deepcopy(cls.presets[preset])
+            for variant, _ in _expand_options(cls, opts):
+                params = cls.resolve_params({**base, **variant}, where)
+                out.append({
+                    "model": mname, "preset": preset, "params": params,
+                    "shown": [k for k in cls.params if k in opts],
+                })
+        return out
+
+    teachers = models("teacher")
+    students = models("student")
+
+    # ----- methods
+    def methods(kind: str, key: str, default: list | None) -> list[dict[str, Any]]:
+        out = []
+        entries = _as_list(doc, key, data.get(key), default)
+        for i, entry in enumerate(entries):
+            path = (key, i) if isinstance(data.get(key), list) else (key,)
+            mname, opts = _named(doc, path, entry, "name")
+            cls = registry.get(kind, mname, doc.where(*path))
+            merged = {**hparams.get(mname, {}), **opts}
+            for variant, _ in _expand_options(cls, merged):
+                out.append({
+                    "name": mname,
+                    "params": cls.resolve_params(variant, doc.where(*path)),
+                    "shown": [k for k in cls.params if k in merged],
+                })
+        return out
+
+    hparams = data.get("hparams") or {}
+    if not isinstance(hparams, dict) or not all(isinstance(v, dict) for v in hparams.values()):
+        raise UsageError(f"{doc.where('hparams')}: expected {{method: {{param: value}}}}")
+    distillers = methods("distiller", "distillers", None)
+    pruners = methods("pruner", "pruners", ["none"])
+    used = {d["name"] for d in distillers} | {p["name"] for p in pruners}
+    for mname in hparams:
+        if mname not in used:
+            raise UsageError(
+                f"{doc.where('hparams', mname)}: {mname!r} is not a distiller or pruner of "
+                "this grid" + closest(str(mname), used)
+            )
+
+    overrides = data.get("overrides") or {}
+    if not isinstance(overrides, dict):
+        raise UsageError(f"{doc.where('overrides')}: expected {{method: {{budget:, train:}}}}")
+    checked_overrides: dict[str, dict[str, dict[str, Any]]] = {}
+    for mname, ov in overrides.items():
+        if mname not in used:
+            raise UsageError(
+                f"{doc.where('overrides', mname)}: {mname!r} is not a distiller or pruner of "
+                "this grid" + closest(str(mname), used)
+            )
+        if not isinstance(ov, dict):
+            raise UsageError(f"{doc.where('overrides', mname)}: expected {{budget:, train:}}")
+        for k in ov:
+            if k not in ("budget", "train"):
+                raise UsageError(
+                    f"{doc.where('overrides', mname, k)}: unknown key {k!r} (known: budget, train)"
+                )
+        sub = Located(doc.path, ov, {p[2:]: ln for p, ln in doc.lines.items()
+                                     if p[:2] == ("overrides", mname)})
+        checked_overrides[mname] = {
+            "budget": _section(sub, "budget", BUDGET, ov.get("budget")),
+            "train": _section(sub, "train", TRAIN, ov.get("train")),
+        }
+
+    # ----- expansion
+    cells = []
+    for (ds, task), teacher, student, dist, prune, seed in itertools.product(
+        datasets, teachers, students, distillers, pruners, seeds
+    ):
+        b, t = dict(budget), dict(train)
+        for m in (prune["name"], dist["name"]):
+            if m in checked_overrides:
+                b.update(checked_overrides[m]["budget"])
+                t.update(checked_overrides[m]["train"])
+        if b["teacher_epochs"] is None:
+            b["teacher_epochs"] = budget["epochs"]
+        config = {
+            "dataset": ds, "task": task, "teacher": teacher, "student": student,
+            "distiller": dist, "pruner": prune, "seed": seed, "budget": b, "train": t,
+            "teacher_train": {**train, **teacher_train_given}, "energy": energy,
+        }
+        cells.append(Cell(copy.deepcopy(config), skip=incompatibility(config, registry)))
+    seen: dict[str, Cell] = {}
+    for c in cells:
+        seen.setdefault(c.id, c)  # identical combinations (e.g. repeated entries) run once
+    return Grid(name, doc.path, description, list(seen.values()), data)
+
+
+def incompatibility(config: dict[str, Any], registry: Registry) -> str | None:
+    """Why this combination cannot run, or None."""
+    task = config["task"]
+    teacher = registry.get("model", config["teacher"]["model"])
+    student = registry.get("model", config["student"]["model"])
+    dist = registry.get("distiller", config["distiller"]["name"])
+    prune = registry.get("pruner", config["pruner"]["name"])
+    for role, m in (("teacher", teacher), ("student", student)):
+        if task not in m.tasks:
+            return f"{role} model {m.name!r} does not support the {task} task"
+    if task not in dist.tasks:
+        return f"distiller {dist.name!r} does not support the {task} task"
+    if task not in prune.tasks:
+        return f"pruner {prune.name!r} does not support the {task} task"
+    needs = set(dist.needs)
+    if "features" in needs:
+        for role, m in (("teacher", teacher), ("student", student)):
+            if not m.exposes_features:
+                return f"distiller {dist.name!r} needs features; {role} model {m.name!r} exposes none"
+    if "logits" in needs and task == "ranking":
+        return f"distiller {dist.name!r} compares outputs (logits), which the ranking task lacks"
+    if "scores" in needs and task != "ranking":
+        return f"distiller {dist.name!r} needs ranking scores; the {task} task has none"
+    if prune.structure is not None and prune.structure not in student.prunable:
+        return (
+            f"pruner {prune.name!r} is {prune.structure}; student model {student.name!r} "
+            f"supports {', '.join(sorted(student.prunable)) or 'no'} pruning"
+        )
+    return None

@@ -1,0 +1,514 @@
+"""Running one cell: data (cached per process), teacher (trained once, cached on disk),
+student, the pruner's schedule around training with the distiller's loss, evaluation,
+size and energy. `run_cell` never raises: a failure becomes a record with status
+"failed" and its error, so one cell never takes the grid down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import gc
+import json
+import os
+import random
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from filelock import FileLock
+from torch import nn
+from tqdm import tqdm
+
+from .api import DataBundle, Distiller, Step
+from .energy import Window, select_meter
+from .envinfo import environment
+from .errors import CellError, UsageError
+from .grid import canonical, dataset_label, model_label
+from .plugins import get_registry
+from .size import count_parameters, measure_size
+from .tasks import Task, get_task
+
+
+@dataclass
+class RunOptions:
+    device: str = "cpu"
+    teacher_dir: str = "teachers"
+    progress: bool = False
+
+
+def resolve_device(choice: str) -> str:
+    """'cpu', 'cuda', 'cuda:N' or 'auto' (CUDA when present, else CPU)."""
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cpu":
+        return "cpu"
+    if choice.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {choice}: CUDA is not available on this machine "
+                             "(use --device cpu or auto)")
+        return choice
+    raise UsageError(f"--device {choice!r}: expected cpu, cuda or auto")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# --------------------------------------------------------------------------- data
+
+
+_DATA: dict[str, DataBundle] = {}
+
+
+def load_data(config: dict[str, Any], device: str) -> DataBundle:
+    """The cell's data, loaded once per process and kept on the device."""
+    ds = config["dataset"]
+    key = canonical({"dataset": ds["name"], "params": ds["params"], "task": config["task"],
+                     "device": device})
+    if key not in _DATA:
+        if len(_DATA) >= 4:  # bound memory on grids with many datasets
+            _DATA.pop(next(iter(_DATA)))
+        cls = get_registry().get("dataset", ds["name"])
+        bundle = cls(**ds["params"]).load(config["task"], config["seed"])
+        if bundle.task != config["task"]:
+            raise CellError(f"dataset {ds['name']!r} returned task {bundle.task!r}, "
+                            f"asked for {config['task']!r}")
+        _DATA[key] = bundle.to(device)
+    return _DATA[key]
+
+
+def clear_data_cache() -> None:
+    _DATA.clear()
+
+
+# --------------------------------------------------------------------------- training
+
+
+class FeatureTap:
+    """Captures the outputs of a model's `feature_layers()` with forward hooks."""
+
+    def __init__(self, model: nn.Module) -> None:
+        layers = model.feature_layers() if hasattr(model, "feature_layers") else []
+        if not layers:
+            raise CellError(f"{type(model).__name__} exposes no feature layers")
+        self.outputs: list[torch.Tensor] = []
+        self.handles = [m.register_forward_hook(self._hook) for m in layers]
+
+    def _hook(self, _module: nn.Module, _inp: Any, out: torch.Tensor) -> None:
+        self.outputs.append(out)
+
+    def take(self) -> list[torch.Tensor]:
+        out, self.outputs = self.outputs, []
+        return out
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def make_optimizer(params: list[nn.Parameter], cfg: dict[str, Any]) -> torch.optim.Optimizer:
+    if cfg["optimizer"] == "sgd":
+        return torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"],
+                               weight_decay=cfg["weight_decay"], nesterov=cfg["nesterov"])
+    if cfg["optimizer"] == "adamw":
+        return torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    return torch.optim.Adam(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+
+
+def lr_at(cfg: dict[str, Any], epoch: int) -> float:
+    """Step schedule: lr × gamma for every milestone already reached (epochs from 0)."""
+    return cfg["lr"] * cfg["gamma"] ** sum(1 for m in cfg["milestones"] if epoch >= m)
+
+
+def train_model(
+    model: nn.Module,
+    data: DataBundle,
+    task: Task,
+    cfg: dict[str, Any],
+    epochs: int,
+    batch_size: int,
+    generator: torch.Generator,
+    distiller: Distiller | None = None,
+    teacher: nn.Module | None = None,
+    extra_params: list[nn.Parameter] | None = None,
+    on_epoch_end: Callable[[nn.Module, int], nn.Module | None] | None = None,
+    history: list[dict[str, float]] | None = None,
+    desc: str = "",
+    progress: bool = False,
+    select: str = "last",
+    eval_batch_size: int = 1024,
+) -> nn.Module:
+    """Train `model` for `epochs`; with a distiller, its loss replaces the task loss.
+
+    select: "last" returns the model after the last epoch; "best_val" scores the
+    validation split after every epoch and returns the best epoch's model (early
+    stopping by model selection; the budget is still spent in full).
+    Raises CellError when the loss becomes NaN or infinite.
+    """
+    needs = distiller.needs if distiller is not None else frozenset()
+    use_teacher = teacher is not None and bool(needs & {"teacher", "logits", "features", "scores"})
+    want_features = "features" in needs
+    extra = list(extra_params or [])
+    if use_teacher:
+        teacher.eval()
+
+    def taps(m: nn.Module) -> FeatureTap | None:
+        return FeatureTap(m) if want_features else None
+
+    s_tap, t_tap = taps(model), (taps(teacher) if use_teacher else None)
+    opt = make_optimizer(list(model.parameters()) + extra, cfg)
+    metric = next(m for m in task.metrics if m.name == task.primary)
+    best: tuple[float, nn.Module] | None = None
+    bar = tqdm(range(epochs), desc=desc, leave=False, disable=not progress, unit="epoch")
+    try:
+        for epoch in bar:
+            for group in opt.param_groups:
+                group["lr"] = lr_at(cfg, epoch)
+            model.train()
+            total = torch.zeros((), device=next(model.parameters()).device)
+            steps = 0
+            for batch in data.train.batches(batch_size, shuffle=True, generator=generator):
+                out = task.forward(model, batch)
+                task_loss = task.loss(out, batch)
+                if distiller is None:
+                    loss = task_loss
+                else:
+                    t_out, t_feats = None, None
+                    if use_teacher:
+                        with torch.no_grad():
+                            t_out = task.forward(teacher, batch)
+                        t_feats = t_tap.take() if t_tap else None
+                    loss = distiller.loss(Step(
+                        batch=batch, task=task.name, student_out=out, task_loss=task_loss,
+                        teacher_out=t_out, teacher_features=t_feats,
+                        student_features=s_tap.take() if s_tap else None, epoch=epoch,
+                    ))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg["grad_clip"]:
+                    nn.utils.clip_grad_norm_(list(model.parameters()) + extra, cfg["grad_clip"])
+                opt.step()
+                total += loss.detach()
+                steps += 1
+            mean_loss = float(total) / max(steps, 1)  # one sync per epoch
+            if not np.isfinite(mean_loss):
+                raise CellError(f"loss became {mean_loss} in epoch {epoch + 1}")
+            entry = {"epoch": epoch + 1, "loss": mean_loss}
+            if select == "best_val":
+                score = task.evaluate(model, data.val, data, eval_batch_size)[metric.name]
+                entry[f"val_{metric.name}"] = score
+                signed = score if metric.lower_is_better else -score
+                if best is None or signed < best[0]:
+                    if s_tap:  # copy the model without the tap's hooks
+                        s_tap.close()
+                    best = (signed, copy.deepcopy(model))
+                    if s_tap:
+                        s_tap = taps(model)
+            if history is not None:
+                history.append(entry)
+            bar.set_postfix(loss=f"{mean_loss:.4f}")
+            if on_epoch_end is not None:
+                replaced = on_epoch_end(model, epoch)
+                if replaced is not None and replaced is not model:
+                    model = replaced
+                    if s_tap:
+                        s_tap.close()
+                        s_tap = taps(model)
+                    opt = make_optimizer(list(model.parameters()) + extra, cfg)
+    finally:
+        bar.close()
+        for tap in (s_tap, t_tap):
+            if tap:
+                tap.close()
+    return best[1] if best is not None else model
+
+
+# --------------------------------------------------------------------------- teacher
+
+
+def teacher_key(config: dict[str, Any]) -> str:
+    import hashlib
+
+    spec = {
+        "dataset": {k: config["dataset"][k] for k in ("name", "params")},
+        "task": config["task"],
+        "teacher": {k: config["teacher"][k] for k in ("model", "params")},
+        "seed": config["seed"],
+        "epochs": config["budget"]["teacher_epochs"],
+        "batch_size": config["budget"]["batch_size"],
+        "train": config["teacher_train"],
+    }
+    return hashlib.sha256(canonical(spec).encode()).hexdigest()[:16]
+
+
+def build_model(role_spec: dict[str, Any], data: DataBundle, seed: int, device: str) -> nn.Module:
+    cls = get_registry().get("model", role_spec["model"])
+    seed_everything(seed)
+    return cls(**role_spec["params"]).build(data).to(device)
+
+
+def get_teacher(config: dict[str, Any], data: DataBundle, task: Task, device: str,
+                opts: RunOptions, meter_factory: Callable[[], Any]) -> tuple[nn.Module, dict[str, Any]]:
+    """The trained teacher of this dataset/teacher/seed: from the disk cache, or trained
+    now (under a file lock, so parallel workers train it once) and cached."""
+    key = teacher_key(config)
+    folder = Path(opts.teacher_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    weights, meta_path = folder / f"{key}.pt", folder / f"{key}.json"
+    model = build_model(config["teacher"], data, config["seed"], device)
+    with FileLock(str(folder / f"{key}.lock")):
+        if weights.exists() and meta_path.exists():
+            model.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
+            meta = json.loads(meta_path.read_text())
+            meta["cached"] = True
+            return model.eval(), meta
+        budget = config["budget"]
+        gen = torch.Generator().manual_seed(config["seed"])
+        meter = meter_factory()
+        history: list[dict[str, float]] = []
+        t0 = time.perf_counter()
+        with Window(meter) as w:
+            model = train_model(
+                model, data, task, config["teacher_train"], budget["teacher_epochs"],
+                budget["batch_size"], gen, history=history, select=budget["select"],
+                eval_batch_size=budget["eval_batch_size"],
+                desc=f"teacher {model_label(config['teacher'])}", progress=opts.progress)
+        train_s = time.perf_counter() - t0
+        metrics = {"test": task.evaluate(model, data.test, data, budget["eval_batch_size"]),
+                   "val": task.evaluate(model, data.val, data, budget["eval_batch_size"])}
+        meta = {
+            "key": key,
+            "dataset": dataset_label(config["dataset"]),
+            "task": config["task"],
+            "teacher": model_label(config["teacher"]),
+            "seed": config["seed"],
+            "metrics": metrics,
+            "size": measure_size(model, lambda: task.forward(model, data.test.head(1))),
+            "energy": {"train_j": w.reading.joules, "meter": w.reading.meter,
+                       "estimate": w.reading.estimate, "detail": w.reading.detail},
+            "times": {"train_s": train_s},
+            "history": history,
+            "env": environment(device),
+        }
+        tmp = weights.with_suffix(".pt.tmp")
+        torch.save(model.state_dict(), tmp)
+        os.replace(tmp, weights)
+        tmp_meta = meta_path.with_suffix(".json.tmp")
+        tmp_meta.write_text(json.dumps(meta, indent=1))
+        os.replace(tmp_meta, meta_path)
+        meta["cached"] = False
+        return model.eval(), meta
+
+
+# --------------------------------------------------------------------------- the cell
+
+
+class CellFit:
+    """The `harness.api.Fit` a pruner drives."""
+
+    def __init__(self, student: nn.Module, config: dict[str, Any], data: DataBundle, task: Task,
+                 distiller: Distiller, teacher: nn.Module | None, extra: list[nn.Parameter],
+                 generator: torch.Generator, progress: bool) -> None:
+        self.student = student
+        self.epochs = config["budget"]["epochs"]
+        self.config, self.data, self.task = config, data, task
+        self.distiller, self.teacher, self.extra = distiller, teacher, extra
+        self.generator = generator
+        self.progress = progress
+        self.history: list[dict[str, float]] = []
+        self.levels: list[dict[str, Any]] = []
+
+    def train(self, model, epochs=None, distill=True, on_epoch_end=None):
+        return train_model(
+            model, self.data, self.task, self.config["train"],
+            self.epochs if epochs is None else epochs, self.config["budget"]["batch_size"],
+            self.generator, distiller=self.distiller if distill else None,
+            teacher=self.teacher if distill else None,
+            extra_params=self.extra if distill else None, on_epoch_end=on_epoch_end,
+            history=self.history, desc=self.config["distiller"]["name"], progress=self.progress,
+            select=self.config["budget"]["select"],
+            eval_batch_size=self.config["budget"]["eval_batch_size"],
+        )
+
+    def evaluate(self, model, split="val"):
+        if split not in ("val", "test", "train"):
+            raise ValueError(f"unknown split {split!r}")
+        return self.task.evaluate(model, getattr(self.data, split), self.data,
+                                  self.config["budget"]["eval_batch_size"])
+
+    def log_level(self, **values):
+        self.levels.append(values)
+
+
+def method_label(config: dict[str, Any]) -> str:
+    """The leaderboard's name for a cell, joined as the papers do: SP-SAD, LTH-KD, ...;
+    the plain student is named by its model (DCNN)."""
+    reg = get_registry()
+    parts = []
+    for kind, key in (("pruner", "pruner"), ("distiller", "distiller")):
+        name = config[key]["name"]
+        if name != "none":
+            cls = reg.get(kind, name)
+            label = cls.display()
+            shown = config[key].get("shown") or []
+            if shown:
+                label += "(" + ",".join(f"{k}={config[key]['params'][k]}" for k in shown) + ")"
+            parts.append(label)
+    if not parts:
+        return reg.get("model", config["student"]["model"]).display()
+    return "-".join(parts)
+
+
+def base_record(config: dict[str, Any], cell_id: str, grid: str) -> dict[str, Any]:
+    return {
+        "id": cell_id,
+        "grid": grid,
+        "status": "running",
+        "reason": None,
+        "dataset": dataset_label(config["dataset"]),
+        "task": config["task"],
+        "teacher": model_label(config["teacher"]),
+        "student": model_label(config["student"]),
+        "distiller": config["distiller"]["name"],
+        "pruner": config["pruner"]["name"],
+        "seed": config["seed"],
+        "config": config,
+    }
+
+
+def _inference_energy(model: nn.Module, data: DataBundle, task: Task, meter: Any,
+                      batch_size: int, min_seconds: float) -> dict[str, Any]:
+    """Energy and latency of inference over the test split, repeated until the window
+    lasts at least `min_seconds` (short windows read 0 on coarse counters)."""
+    model.eval()
+    passes = 0
+    n = len(data.test)
+    with torch.no_grad(), Window(meter) as w:
+        t0 = time.perf_counter()
+        while True:
+            for batch in data.test.batches(batch_size):
+                task.forward(model, batch)
+            passes += 1
+            if passes >= 1000 or time.perf_counter() - t0 >= min_seconds:
+                break
+    r = w.reading
+    samples = passes * n
+    return {
+        "inference_j": r.joules / passes,  # one pass over the test split
+        "inference_j_per_1k": 1000.0 * r.joules / max(samples, 1),
+        "inference_passes": passes,
+        "inference_s": r.seconds / passes,
+        "latency_ms_per_sample": 1000.0 * r.seconds / max(samples, 1),
+    }
+
+
+def run_cell(config: dict[str, Any], cell_id: str, grid: str, opts: RunOptions) -> dict[str, Any]:
+    """Run one cell and return its record (never raises)."""
+    record = base_record(config, cell_id, grid)
+    record["started"] = time.time()
+    t_start = time.perf_counter()
+    device = opts.device
+    teacher = student = model = None
+    try:
+        reg = get_registry()
+        record["method"] = method_label(config)
+        record["env"] = environment(device)
+        task = get_task(config["task"])
+        energy_cfg = config["energy"]
+        meter_opts = {"cpu_watts_per_core": energy_cfg["cpu_watts_per_core"]}
+
+        def meter_factory():
+            return select_meter(reg, torch.device(device), energy_cfg["meter"], meter_opts)
+
+        data = load_data(config, device)
+        record["data_note"] = data.note
+        dist_cls = reg.get("distiller", config["distiller"]["name"])
+        prune_cls = reg.get("pruner", config["pruner"]["name"])
+        distiller = dist_cls(**config["distiller"]["params"])
+        pruner = prune_cls(**config["pruner"]["params"])
+
+        teacher_meta = None
+        if dist_cls.needs:
+            teacher, teacher_meta = get_teacher(config, data, task, device, opts, meter_factory)
+            teacher_params = count_parameters(teacher)
+        else:  # the size of an untrained teacher of the same architecture, for "% of teacher"
+            t = build_model(config["teacher"], data, config["seed"], device)
+            teacher_params = count_parameters(t)
+            del t
+        record["teacher_run"] = teacher_meta
+
+        student = build_model(config["student"], data, config["seed"], device)
+        unpruned_params = count_parameters(student)
+        seed_everything(config["seed"])
+        example = data.train.head(min(len(data.train), config["budget"]["batch_size"]))
+        extra = list(distiller.setup(teacher, student, data, example))
+        for p in extra:
+            if p.device != next(student.parameters()).device:
+                raise CellError(f"distiller {dist_cls.name!r} returned parameters on {p.device}")
+        gen = torch.Generator().manual_seed(config["seed"])
+        fit = CellFit(student, config, data, task, distiller, teacher, extra, gen, opts.progress)
+
+        meter = meter_factory()
+        t0 = time.perf_counter()
+        with Window(meter) as w_train:
+            model = pruner.fit(fit)
+        train_s = time.perf_counter() - t0
+        if not isinstance(model, nn.Module):
+            raise CellError(f"pruner {prune_cls.name!r} returned {type(model).__name__}, not a model")
+
+        eb = config["budget"]["eval_batch_size"]
+        metrics = {"test": task.evaluate(model, data.test, data, eb),
+                   "val": task.evaluate(model, data.val, data, eb)}
+        inf = _inference_energy(model, data, task, meter, eb, energy_cfg["inference_min_seconds"])
+        size = measure_size(model, lambda: task.forward(model, data.test.head(1)))
+        size["teacher_params"] = teacher_params
+        size["unpruned_params"] = unpruned_params
+        size["pct_of_teacher"] = 100.0 * size["params"] / teacher_params
+        size["pct_of_unpruned"] = 100.0 * size["params"] / unpruned_params
+        r = w_train.reading
+        record.update(
+            status="ok",
+            metrics=metrics,
+            size=size,
+            energy={"train_j": r.joules, "meter": r.meter, "estimate": r.estimate,
+                    "detail": r.detail, **{k: v for k, v in inf.items() if "_j" in k}},
+            times={"train_s": train_s, "inference_s": inf["inference_s"],
+                   "latency_ms_per_sample": inf["latency_ms_per_sample"]},
+            history=fit.history,
+            levels=fit.levels,
+        )
+        meter.close()
+    except Exception as e:  # recorded, never raised: the grid goes on
+        record["status"] = "failed"
+        record["reason"] = f"{type(e).__name__}: {e}".splitlines()[0][:500]
+        record["error"] = traceback.format_exc(limit=20)
+        record.setdefault("method", config["distiller"]["name"])
+    finally:
+        del teacher, student, model
+        gc.collect()
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+    record["finished"] = time.time()
+    record.setdefault("times", {})["total_s"] = time.perf_counter() - t_start
+    return record
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

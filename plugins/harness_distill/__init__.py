@@ -1,0 +1,1 @@
+"""Built-in harness plugin: distillers (none, kd)."""
