@@ -30,5 +30,5 @@ class CellError(HarnessError):
 
 def closest(name: str, known: Iterable[str], n: int = 3) -> str:
     """Return a ' (closest: a, b)' hint for an unknown name, or '' when none is close."""
-    matches = difflib.get_close_matches(name, sorted(known), n=n, cutoff=0.5)
+    matches = difflib.get_close_matches(name, sorted(known), n=n, cutoff=0.7)
     return f" (closest: {', '.join(matches)})" if matches else ""

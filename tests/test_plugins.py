@@ -1,0 +1,214 @@
+"""The plugin system: entry points, validation of what is registered, clashes, and a
+third-party plugin installed as pip would install it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from harness import plugins
+from harness.api import Distiller, Pruner
+from harness.errors import PluginError, UsageError
+from harness.hookspecs import hookimpl
+
+
+def test_builtins_come_through_entry_points():
+    reg = plugins.get_registry()
+    assert {"movies", "distill", "prune", "energy"} <= set(reg.infos)
+    for name in ("movies", "distill", "prune", "energy"):
+        assert reg.infos[name].source == "built-in"
+    assert reg.entries["distiller"]["kd"].plugin == "distill"
+    assert reg.entries["dataset"]["imdb-movies"].plugin == "movies"
+    assert {"nvml-energy", "nvml-power", "rapl", "cpu-estimate"} <= set(reg.names("energy_meter"))
+
+
+def test_unknown_name_suggests_the_closest():
+    reg = plugins.get_registry()
+    with pytest.raises(UsageError, match=r"unknown distiller 'kdd' \(closest: kd\)"):
+        reg.get("distiller", "kdd")
+    with pytest.raises(UsageError, match=r"unknown pruner 'zzz' \(known: none"):
+        reg.get("pruner", "zzz")
+
+
+def test_duplicate_name_is_rejected_naming_both_plugins():
+    class KD2(Distiller):
+        name = "kd"
+
+        def loss(self, step):
+            return step.task_loss
+
+    class Clash:
+        @hookimpl
+        def harness_register_distillers(self, register):
+            register(KD2)
+
+    with pytest.raises(PluginError, match="'kd' is registered by both plugin"):
+        plugins.register_plugin(Clash(), "clash")
+    plugins.reset_registry()
+
+
+@pytest.mark.parametrize("bad, message", [
+    (object, "not a Distiller subclass"),
+    (type("NoName", (Distiller,), {"loss": lambda self, s: s.task_loss}), "without a valid name"),
+    (type("BadTask", (Distiller,), {"name": "bt", "tasks": frozenset({"regression"}),
+                                    "loss": lambda self, s: s.task_loss}), "unknown task"),
+    (type("BadNeeds", (Distiller,), {"name": "bn", "needs": frozenset({"gradients"}),
+                                     "loss": lambda self, s: s.task_loss}), "needs must be within"),
+])
+def test_invalid_registrations_are_refused(bad, message):
+    class P:
+        @hookimpl
+        def harness_register_distillers(self, register):
+            register(bad)
+
+    with pytest.raises(PluginError, match=message):
+        plugins.register_plugin(P(), "bad")
+    plugins.reset_registry()
+
+
+def test_pruner_structure_is_validated():
+    class Odd(Pruner):
+        name = "odd"
+        structure = "diagonal"
+
+        def fit(self, fit):
+            return fit.student
+
+    class P:
+        @hookimpl
+        def harness_register_pruners(self, register):
+            register(Odd)
+
+    with pytest.raises(PluginError, match="structure must be None or one of"):
+        plugins.register_plugin(P(), "odd")
+    plugins.reset_registry()
+
+
+def test_harness_plugins_env_limits_loading(monkeypatch):
+    monkeypatch.setenv("HARNESS_PLUGINS", "movies,energy")
+    plugins.reset_registry()
+    try:
+        reg = plugins.get_registry()
+        assert set(reg.infos) == {"movies", "energy"}
+        assert reg.names("distiller") == []
+    finally:
+        plugins.reset_registry()
+
+
+def test_lifecycle_hook_errors_do_not_propagate(register):
+    seen = []
+
+    class Logger:
+        @hookimpl
+        def harness_cell_finished(self, record, grid_name):
+            seen.append((record["id"], grid_name))
+
+    class Broken:
+        @hookimpl
+        def harness_cell_finished(self, record, grid_name):
+            raise ValueError("tracker offline")
+
+    register(Logger(), "logger")
+    register(Broken(), "broken")
+    errors = plugins.call_lifecycle("harness_cell_finished", record={"id": "abc"}, grid_name="g")
+    assert seen == [("abc", "g")]
+    assert errors == ["plugin 'broken' harness_cell_finished: ValueError: tracker offline"]
+
+
+# --------------------------------------------------------------------------- third party
+
+THIRD_PARTY = '''
+"""A third-party method: distil by matching the teacher's prediction only (alpha=1 KD
+for ratings), registered from outside the harness's own packages."""
+import torch.nn.functional as F
+
+from harness import hookimpl
+from harness.api import Distiller, Param
+
+
+class TeacherMatch(Distiller):
+    name = "teacher-match"
+    label = "TM"
+    description = "regress on the teacher's predictions instead of the labels"
+    tasks = frozenset({"rating"})
+    needs = frozenset({"teacher", "logits"})
+    params = {"weight": Param(1.0, "weight of the teacher term")}
+
+    def loss(self, step):
+        return self.hparams["weight"] * F.mse_loss(step.student_out, step.teacher_out)
+
+
+@hookimpl
+def harness_register_distillers(register):
+    register(TeacherMatch)
+
+
+CELLS = []
+
+
+@hookimpl
+def harness_cell_finished(record, grid_name):
+    CELLS.append(record["id"])
+'''
+
+
+def make_site(root: Path, broken: bool = False) -> Path:
+    """A site folder laid out as pip installs a wheel: the package and its dist-info."""
+    site = root / "site"
+    pkg = site / "harness_thirdparty"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text(THIRD_PARTY if not broken else "raise ImportError('no gpu lib')\n")
+    info = site / "harness_thirdparty-0.3.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: harness-thirdparty\nVersion: 0.3.0\n")
+    (info / "entry_points.txt").write_text("[harness]\nthirdparty = harness_thirdparty\n")
+    (info / "RECORD").write_text("")
+    return site
+
+
+def harness_cmd(args: list[str], site: Path, cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(site))
+    env.pop("HARNESS_PLUGINS", None)
+    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_third_party_plugin_installed_as_pip_would(tmp_path):
+    site = make_site(tmp_path)
+    listed = harness_cmd(["plugins", "--details"], site, tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if line.startswith("thirdparty"))
+    assert "harness-thirdparty 0.3.0" in row and "distiller: teacher-match" in row
+    assert "teacher-match: regress on the teacher's predictions" in listed.stdout
+
+    (tmp_path / "grid.yaml").write_text(textwrap.dedent("""
+        name: third
+        datasets: [{name: imdb-movies, features: social}]
+        teacher: {model: dcnn, channels: [4, 8], hidden: 8}
+        student: {model: dcnn, channels: [2, 4], hidden: 4}
+        distillers: [none, {name: teacher-match, weight: 1.0}]
+        seeds: [0]
+        budget: {epochs: 2, batch_size: 256}
+        energy: {inference_min_seconds: 0.0}
+    """))
+    ran = harness_cmd(["run", "--grid", "grid.yaml"], site, tmp_path)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    md = (tmp_path / "runs/third/leaderboards/imdb-movies_features=social__rating.md").read_text()
+    tm_rows = [line for line in md.splitlines() if line.startswith("| TM(weight=1.0)")]
+    assert len(tm_rows) == 1 and "cpu-estimate" in tm_rows[0]
+
+
+def test_broken_third_party_plugin_is_one_clear_line(tmp_path):
+    site = make_site(tmp_path, broken=True)
+    res = harness_cmd(["plugins"], site, tmp_path)
+    assert res.returncode == 2
+    assert res.stderr.strip() == (
+        "harness: error: plugin 'thirdparty' (harness-thirdparty 0.3.0, harness_thirdparty) "
+        "failed to load: ImportError: no gpu lib"
+    )
