@@ -174,7 +174,13 @@ def canonical(obj: Any) -> str:
 
 
 def cell_id(config: dict[str, Any]) -> str:
-    hashed = {k: v for k, v in config.items() if k not in NOT_HASHED}
+    """Hash of what the cell computes: NOT_HASHED sections and the presentational
+    "shown" lists (which options a grid spelled out) are left out, so spelling out a
+    default gives the same id."""
+    hashed = {
+        k: ({kk: vv for kk, vv in v.items() if kk != "shown"} if isinstance(v, dict) else v)
+        for k, v in config.items() if k not in NOT_HASHED
+    }
     return hashlib.sha256(canonical(hashed).encode()).hexdigest()[:16]
 
 
@@ -219,19 +225,21 @@ class Grid:
 # --------------------------------------------------------------------------- validation
 
 
-def _section(doc: Located, key: str, schema: dict[str, Param], value: Any) -> dict[str, Any]:
+def _section(doc: Located, key: str | tuple, schema: dict[str, Param], value: Any
+             ) -> dict[str, Any]:
+    path = key if isinstance(key, tuple) else (key,)
     if value is None:
         value = {}
     if not isinstance(value, dict):
-        raise UsageError(f"{doc.where(key)}: expected a mapping, got {type(value).__name__}")
+        raise UsageError(f"{doc.where(*path)}: expected a mapping, got {type(value).__name__}")
     out = {}
     for k, v in value.items():
         if k not in schema:
             raise UsageError(
-                f"{doc.where(key, k)}: unknown key {k!r}"
+                f"{doc.where(*path, k)}: unknown key {k!r}"
                 + (closest(str(k), schema) or f" (known: {', '.join(schema)})")
             )
-        out[k] = schema[k].coerce(v, doc.where(key, k))
+        out[k] = schema[k].coerce(v, doc.where(*path, k))
     return out
 
 
@@ -435,11 +443,9 @@ def load_grid(path: str | Path, registry: Registry) -> Grid:
                 raise UsageError(
                     f"{doc.where('overrides', mname, k)}: unknown key {k!r} (known: budget, train)"
                 )
-        sub = Located(doc.path, ov, {p[2:]: ln for p, ln in doc.lines.items()
-                                     if p[:2] == ("overrides", mname)})
         checked_overrides[mname] = {
-            "budget": _section(sub, "budget", BUDGET, ov.get("budget")),
-            "train": _section(sub, "train", TRAIN, ov.get("train")),
+            "budget": _section(doc, ("overrides", mname, "budget"), BUDGET, ov.get("budget")),
+            "train": _section(doc, ("overrides", mname, "train"), TRAIN, ov.get("train")),
         }
 
     # ----- expansion

@@ -355,6 +355,9 @@ class ImdbMovies(Dataset):
         for key in ("path", "tmdb_path"):
             if params[key] and not Path(params[key]).expanduser().is_file():
                 raise UsageError(f"{where}.{key}: file not found: {params[key]}")
+        v, t = params["val_from_year"], params["test_from_year"]
+        if v is not None and t is not None and v >= t:
+            raise UsageError(f"{where}.val_from_year must be before test_from_year ({v} >= {t})")
         for key in ("text_dim", "max_categories"):
             if params[key] < 1:
                 raise UsageError(f"{where}.{key}: must be at least 1")

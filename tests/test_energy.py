@@ -1,0 +1,169 @@
+"""Energy meters. NVML and RAPL are exercised through stand-ins of the hardware
+interfaces (a fake pynvml module, a fake powercap tree), so the meters' own logic —
+counter deltas, wrap-around, power integration, device sync, MIG refusal, selection
+order — runs here on a CPU."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import types
+
+import pytest
+import torch
+
+from harness import energy
+from harness.plugins import get_registry
+from harness_energy import meters
+
+
+class FakeNVML(types.ModuleType):
+    """Enough of pynvml: a GPU whose energy counter and power we control."""
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self, energy_mj=1_000_000, power_mw=150_000, mig=0, energy_supported=True):
+        super().__init__("pynvml")
+        self.energy_mj, self.power_mw, self.mig = energy_mj, power_mw, mig
+        self.energy_supported = energy_supported
+        self.inits = 0
+
+    def nvmlInit(self):
+        self.inits += 1
+
+    def nvmlDeviceGetHandleByPciBusId(self, bus):
+        return ("gpu", bus)
+
+    def nvmlDeviceGetHandleByIndex(self, i):
+        return ("gpu", i)
+
+    def nvmlDeviceGetMigMode(self, h):
+        return (self.mig, self.mig)
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, h):
+        if not self.energy_supported:
+            raise self.NVMLError("Not Supported")
+        return self.energy_mj
+
+    def nvmlDeviceGetPowerUsage(self, h):
+        return self.power_mw
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    nv = FakeNVML()
+    monkeypatch.setitem(sys.modules, "pynvml", nv)
+    syncs = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: syncs.append(device))
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda i: types.SimpleNamespace(pci_domain_id=0, pci_bus_id=0x3B,
+                                                        pci_device_id=0))
+    nv.syncs = syncs
+    return nv
+
+
+CUDA = torch.device("cuda", 0)
+
+
+def test_nvml_energy_counter_reads_the_delta_after_syncing(fake_gpu):
+    assert meters.NvmlEnergyCounter.unavailable(CUDA) is None
+    m = meters.NvmlEnergyCounter(CUDA)
+    assert m.handle == ("gpu", "00000000:3B:00.0")
+    m.begin()
+    fake_gpu.energy_mj += 12_345  # the GPU spent 12.345 J
+    r = m.end()
+    assert r.joules == pytest.approx(12.345)
+    assert r.meter == "nvml-energy" and not r.estimate
+    assert len(fake_gpu.syncs) == 2  # synchronised at both ends of the window
+
+
+def test_nvml_power_sampling_integrates_power(fake_gpu):
+    m = meters.NvmlPowerSampling(CUDA)
+    m.interval = 0.01
+    m.begin()
+    time.sleep(0.2)
+    r = m.end()
+    # constant 150 W: energy = 150 W × the window's sampled span
+    assert r.joules == pytest.approx(150.0 * r.seconds, rel=1e-6)
+    assert r.seconds >= 0.19 and len(m._samples) >= 5
+
+
+def test_trapezoid_integration_by_hand():
+    assert meters.integrate([(0.0, 100.0), (1.0, 200.0), (3.0, 200.0)]) == pytest.approx(550.0)
+    assert meters.integrate([(0.0, 5.0)]) == 0.0
+
+
+def test_nvml_refuses_mig_and_cpu_and_unsupported(fake_gpu):
+    assert meters.NvmlEnergyCounter.unavailable(torch.device("cpu")) == "not a CUDA device"
+    fake_gpu.mig = 1
+    assert "MIG is enabled" in meters.NvmlEnergyCounter.unavailable(CUDA)
+    fake_gpu.mig = 0
+    fake_gpu.energy_supported = False
+    assert "Not Supported" in meters.NvmlEnergyCounter.unavailable(CUDA)
+    # a pre-Volta GPU: the counter is missing, power sampling is chosen instead
+    m = energy.select_meter(get_registry(), CUDA)
+    assert m.name == "nvml-power"
+
+
+def test_selection_prefers_the_energy_counter_on_cuda(fake_gpu):
+    m = energy.select_meter(get_registry(), CUDA)
+    assert m.name == "nvml-energy"
+
+
+def make_rapl(root, packages):
+    for i, (uj, rng) in enumerate(packages):
+        d = root / f"intel-rapl:{i}"
+        d.mkdir(parents=True)
+        (d / "energy_uj").write_text(str(uj))
+        (d / "max_energy_range_uj").write_text(str(rng))
+        sub = root / f"intel-rapl:{i}:0"  # a sub-domain (core): must not be double counted
+        sub.mkdir()
+        (sub / "energy_uj").write_text("0")
+    return root
+
+
+def test_rapl_sums_packages_and_handles_wraparound(tmp_path, monkeypatch):
+    root = make_rapl(tmp_path / "powercap", [(1_000_000, 10_000_000), (9_990_000, 10_000_000)])
+    monkeypatch.setenv("HARNESS_RAPL_ROOT", str(root))
+    cpu = torch.device("cpu")
+    assert meters.Rapl.unavailable(cpu) is None
+    m = meters.Rapl(cpu)
+    assert len(m.pkgs) == 2
+    m.begin()
+    (root / "intel-rapl:0" / "energy_uj").write_text("3000000")  # +2 J
+    (root / "intel-rapl:1" / "energy_uj").write_text("20000")  # wrapped: +30,000 µJ
+    r = m.end()
+    assert r.joules == pytest.approx(2.03)
+    assert energy.select_meter(get_registry(), cpu).name == "rapl"
+
+
+def test_rapl_unavailable_without_powercap(tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_RAPL_ROOT", str(tmp_path / "absent"))
+    assert "no RAPL package domains" in meters.Rapl.unavailable(torch.device("cpu"))
+    assert energy.select_meter(get_registry(), torch.device("cpu")).name == "cpu-estimate"
+
+
+def test_cpu_estimate_is_labelled_and_uses_cpu_time(monkeypatch):
+    m = meters.CpuTimeEstimate(torch.device("cpu"), cpu_watts_per_core=7.0)
+    m.begin()
+    t = time.process_time()
+    x = 0
+    while time.process_time() - t < 0.2:  # burn 0.2 s of CPU
+        x += 1
+    r = m.end()
+    assert r.estimate and r.meter == "cpu-estimate"
+    cpu_s = r.joules / 7.0
+    assert cpu_s >= 0.18  # the CPU time burnt above (os.times ticks are 10 ms)
+    assert cpu_s <= (os.cpu_count() or 1) * r.seconds + 0.05  # no more than the cores allow
+    assert "× 7 W/core" in r.detail
+    monkeypatch.setenv("HARNESS_CPU_WATTS_PER_CORE", "3.5")
+    assert meters.CpuTimeEstimate(torch.device("cpu")).watts == 3.5
+
+
+def test_explicit_meter_choice_must_be_available():
+    from harness.errors import UsageError
+
+    with pytest.raises(UsageError, match="'nvml-energy' is not available on cpu"):
+        energy.select_meter(get_registry(), torch.device("cpu"), "nvml-energy")
