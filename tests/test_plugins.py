@@ -122,51 +122,27 @@ def test_lifecycle_hook_errors_do_not_propagate(register):
 
 # --------------------------------------------------------------------------- third party
 
-THIRD_PARTY = '''
-"""A third-party method: distil by matching the teacher's prediction only (alpha=1 KD
-for ratings), registered from outside the harness's own packages."""
-import torch.nn.functional as F
-
-from harness import hookimpl
-from harness.api import Distiller, Param
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
 
 
-class TeacherMatch(Distiller):
-    name = "teacher-match"
-    label = "TM"
-    description = "regress on the teacher's predictions instead of the labels"
-    tasks = frozenset({"rating"})
-    needs = frozenset({"teacher", "logits"})
-    params = {"weight": Param(1.0, "weight of the teacher term")}
-
-    def loss(self, step):
-        return self.hparams["weight"] * F.mse_loss(step.student_out, step.teacher_out)
-
-
-@hookimpl
-def harness_register_distillers(register):
-    register(TeacherMatch)
-
-
-CELLS = []
-
-
-@hookimpl
-def harness_cell_finished(record, grid_name):
-    CELLS.append(record["id"])
-'''
+def example_plugin_code() -> str:
+    """The complete example of docs/plugins.md: the code a plugin author copies."""
+    text = DOCS.read_text()
+    section = text.split("## A complete example", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
 
 
 def make_site(root: Path, broken: bool = False) -> Path:
     """A site folder laid out as pip installs a wheel: the package and its dist-info."""
     site = root / "site"
-    pkg = site / "harness_thirdparty"
+    pkg = site / "harness_teachermatch"
     pkg.mkdir(parents=True)
-    (pkg / "__init__.py").write_text(THIRD_PARTY if not broken else "raise ImportError('no gpu lib')\n")
-    info = site / "harness_thirdparty-0.3.0.dist-info"
+    (pkg / "__init__.py").write_text(
+        example_plugin_code() if not broken else "raise ImportError('no gpu lib')\n")
+    info = site / "harness_teachermatch-0.3.0.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: harness-thirdparty\nVersion: 0.3.0\n")
-    (info / "entry_points.txt").write_text("[harness]\nthirdparty = harness_thirdparty\n")
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: harness-teachermatch\nVersion: 0.3.0\n")
+    (info / "entry_points.txt").write_text("[harness]\nteachermatch = harness_teachermatch\n")
     (info / "RECORD").write_text("")
     return site
 
@@ -183,8 +159,8 @@ def test_third_party_plugin_installed_as_pip_would(tmp_path):
     site = make_site(tmp_path)
     listed = harness_cmd(["plugins", "--details"], site, tmp_path)
     assert listed.returncode == 0, listed.stderr
-    row = next(line for line in listed.stdout.splitlines() if line.startswith("thirdparty"))
-    assert "harness-thirdparty 0.3.0" in row and "distiller: teacher-match" in row
+    row = next(line for line in listed.stdout.splitlines() if line.startswith("teachermatch"))
+    assert "harness-teachermatch 0.3.0" in row and "distiller: teacher-match" in row
     assert "teacher-match: regress on the teacher's predictions" in listed.stdout
 
     (tmp_path / "grid.yaml").write_text(textwrap.dedent("""
@@ -209,6 +185,6 @@ def test_broken_third_party_plugin_is_one_clear_line(tmp_path):
     res = harness_cmd(["plugins"], site, tmp_path)
     assert res.returncode == 2
     assert res.stderr.strip() == (
-        "harness: error: plugin 'thirdparty' (harness-thirdparty 0.3.0, harness_thirdparty) "
+        "harness: error: plugin 'teachermatch' (harness-teachermatch 0.3.0, harness_teachermatch) "
         "failed to load: ImportError: no gpu lib"
     )

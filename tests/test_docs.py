@@ -1,0 +1,45 @@
+"""The plugin API documentation cannot rot: every hook, with its exact signature, is in
+docs/plugins.md; every grid key is in docs/grid.md; the README has its two commands."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+
+from harness import hookspecs
+from harness.grid import BUDGET, ENERGY, TOP_KEYS, TRAIN
+
+ROOT = Path(__file__).resolve().parents[1]
+HOOKS = [f for n, f in inspect.getmembers(hookspecs, inspect.isfunction)
+         if n.startswith("harness_")]
+
+
+@pytest.mark.parametrize("hook", HOOKS, ids=lambda f: f.__name__)
+def test_every_hook_is_documented_with_its_signature(hook):
+    docs = (ROOT / "docs" / "plugins.md").read_text()
+    signature = str(inspect.signature(hook)).replace("'", "")
+    assert f"### {hook.__name__}\n" in docs
+    assert f"def {hook.__name__}{signature}:" in docs
+    assert hook.__doc__ and len(hook.__doc__.strip()) > 40
+
+
+def test_every_grid_key_is_documented():
+    docs = (ROOT / "docs" / "grid.md").read_text()
+    for key in [*TOP_KEYS, *BUDGET, *TRAIN, *ENERGY]:
+        assert f"`{key}`" in docs, key
+
+
+def test_readme_has_exactly_two_setup_commands_and_ci_runs_them():
+    readme = (ROOT / "README.md").read_text()
+    setup = readme.split("## Set up", 1)[1].split("\n## ", 1)[0]
+    commands = re.findall(r"```(?:bash|sh)\n(.*?)```", setup, re.S)
+    lines = [line for block in commands for line in block.strip().splitlines()]
+    assert len(lines) == 2, lines
+    install, test = lines
+    assert install.startswith("pip install") and "torch==2.13.0" in install
+    assert test.startswith("python -m pytest")
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert install in ci and test in ci
