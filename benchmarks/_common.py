@@ -1,0 +1,53 @@
+"""Shared set-up of the benchmarks (run by hand; not tests)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from harness.grid import TRAIN
+from harness_movies.data import ImdbMovies
+from harness_movies.dcnn import DCNNFactory
+
+
+def movies(features: str = "categorical"):
+    return ImdbMovies(**ImdbMovies.resolve_params({"features": features}, "bench")).load("rating", 0)
+
+
+def dcnn(data, preset: str = "student"):
+    params = DCNNFactory.resolve_params(dict(DCNNFactory.presets[preset]), "bench")
+    torch.manual_seed(0)
+    return DCNNFactory(**params).build(data)
+
+
+def train_cfg(**kw):
+    cfg = {k: p.default for k, p in TRAIN.items()}
+    cfg.update(kw)
+    return cfg
+
+
+def interleaved(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, list[float]]:
+    """Time each function `repeats` times, interleaved so drift hits all alike."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def summary(times: dict[str, list[float]], base: str) -> None:
+    med = {k: statistics.median(v) for k, v in times.items()}
+    for k, v in med.items():
+        print(f"  {k:<28} median {v * 1000:8.1f} ms  (min {min(times[k]) * 1000:.1f}, "
+              f"n={len(times[k])})  ratio to {base}: {v / med[base]:.3f}")
+
+
+def hardware() -> str:
+    from harness.envinfo import cpu_model
+
+    return f"{cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads"
