@@ -14,7 +14,7 @@ from harness_movies.dcnn import DCNNFactory
 
 
 def movies(features: str = "categorical"):
-    return ImdbMovies(**ImdbMovies.resolve_params({"features": features}, "bench")).load("rating", 0)
+    return ImdbMovies(**ImdbMovies.resolve_params({"features": features}, "bench")).load("rating")
 
 
 def dcnn(data, preset: str = "student"):
@@ -43,8 +43,10 @@ def interleaved(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, l
 def summary(times: dict[str, list[float]], base: str) -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     for k, v in med.items():
-        print(f"  {k:<28} median {v * 1000:8.1f} ms  (min {min(times[k]) * 1000:.1f}, "
-              f"n={len(times[k])})  ratio to {base}: {v / med[base]:.3f}")
+        print(
+            f"  {k:<28} median {v * 1000:8.1f} ms  (min {min(times[k]) * 1000:.1f}, "
+            f"n={len(times[k])})  ratio to {base}: {v / med[base]:.3f}"
+        )
 
 
 def hardware() -> str:

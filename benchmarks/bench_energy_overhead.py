@@ -47,8 +47,10 @@ def main() -> None:
     train()  # warm-up
     import time
 
-    print("cost of one begin()+end() pair, each meter (the whole overhead when the meter has "
-          "no sampling thread):")
+    print(
+        "cost of one begin()+end() pair, each meter (the whole overhead when the meter has "
+        "no sampling thread):"
+    )
     for name, fn in list(fns.items())[1:]:
         meter = fn.__defaults__[0]
         t0 = time.perf_counter()
@@ -56,8 +58,7 @@ def main() -> None:
             meter.begin()
             meter.end()
         print(f"  {name:<28} {(time.perf_counter() - t0) / 200 * 1e6:8.1f} µs per window")
-    print(f"{args.epochs} student epochs with and without an energy window, device {device}; "
-          f"{hardware()}")
+    print(f"{args.epochs} student epochs with and without an energy window, device {device}; {hardware()}")
     summary(interleaved(fns, args.repeats), "no meter")
 
 

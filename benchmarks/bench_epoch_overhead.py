@@ -60,10 +60,14 @@ def main() -> None:
             torch.cuda.synchronize()
 
     bare(), harness_epoch()  # warm-up
-    print(f"student epoch, imdb-movies {args.features}, {len(x)} films, batch {bs}, "
-          f"device {args.device}; {hardware()}")
-    summary(interleaved({"bare PyTorch loop": bare, "harness train_model": harness_epoch},
-                        args.repeats), "bare PyTorch loop")
+    print(
+        f"student epoch, imdb-movies {args.features}, {len(x)} films, batch {bs}, "
+        f"device {args.device}; {hardware()}"
+    )
+    summary(
+        interleaved({"bare PyTorch loop": bare, "harness train_model": harness_epoch}, args.repeats),
+        "bare PyTorch loop",
+    )
 
 
 if __name__ == "__main__":

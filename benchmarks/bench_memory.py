@@ -36,7 +36,8 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         grid_file = Path(tmp) / "mem.yaml"
-        grid_file.write_text(textwrap.dedent(f"""
+        grid_file.write_text(
+            textwrap.dedent(f"""
             datasets: [{{name: imdb-movies, features: [numerical, categorical]}}]
             teacher: {{model: dcnn, preset: teacher}}
             student: {{model: dcnn, preset: student}}
@@ -44,7 +45,8 @@ def main() -> None:
             seeds: {max(1, args.cells // 4)}
             budget: {{epochs: 2, teacher_epochs: 2, batch_size: 256}}
             energy: {{inference_min_seconds: 0.0}}
-        """))
+        """)
+        )
         cells = load_grid(grid_file, get_registry()).cells[: args.cells]
         opts = RunOptions(teacher_dir=str(Path(tmp) / "teachers"))
         print(f"{len(cells)} cells in one process; {hardware()}")
@@ -53,12 +55,16 @@ def main() -> None:
             for i, c in enumerate(cells):
                 rec = run_cell(c.config, c.id, "mem", opts)
                 if (i + 1) % 8 == 0 or i + 1 == len(cells):
-                    print(f"  pass {rep} cell {i + 1:>3} {rec['status']:<6} "
-                          f"{rec['dataset']:<34} {rec['distiller']:<5} RSS {rss_mib():8.1f} MiB")
+                    print(
+                        f"  pass {rep} cell {i + 1:>3} {rec['status']:<6} "
+                        f"{rec['dataset']:<34} {rec['distiller']:<5} RSS {rss_mib():8.1f} MiB"
+                    )
             ends.append(rss_mib())
         print("RSS at the end of each pass: " + ", ".join(f"{e:.1f}" for e in ends) + " MiB")
-        print(f"growth from the end of pass 1 to the end of pass {len(ends)} (the same cells "
-              f"again): {ends[-1] - ends[0]:+.1f} MiB ({(ends[-1] / ends[0] - 1) * 100:+.2f}%)")
+        print(
+            f"growth from the end of pass 1 to the end of pass {len(ends)} (the same cells "
+            f"again): {ends[-1] - ends[0]:+.1f} MiB ({(ends[-1] / ends[0] - 1) * 100:+.2f}%)"
+        )
 
 
 if __name__ == "__main__":

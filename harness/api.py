@@ -49,9 +49,7 @@ class Param:
     choices: tuple[Any, ...] | None = None
 
     def accepted(self) -> tuple[type, ...] | None:
-        t = self.type if self.type is not None else (
-            None if self.default is None else type(self.default)
-        )
+        t = self.type if self.type is not None else (None if self.default is None else type(self.default))
         if t is None:
             return None
         types = t if isinstance(t, tuple) else (t,)
@@ -83,7 +81,7 @@ class Param:
         return value
 
 
-class Component(ABC):
+class Component(ABC):  # noqa: B024  (its subclasses declare the abstract methods)
     """Base of datasets, models, distillers and pruners.
 
     Class attributes a subclass sets:
@@ -125,7 +123,7 @@ class Component(ABC):
         cls.check(out, where)
         return out
 
-    @classmethod
+    @classmethod  # noqa: B027  (optional to override)
     def check(cls, params: dict[str, Any], where: str) -> None:
         """Cross-field or filesystem checks on resolved params; raise UsageError.
 
@@ -202,23 +200,28 @@ class DataBundle:
 
     def to(self, device: torch.device | str) -> DataBundle:
         return DataBundle(
-            self.task, self.train.to(device), self.val.to(device), self.test.to(device),
-            self.info, self.note,
+            self.task,
+            self.train.to(device),
+            self.val.to(device),
+            self.test.to(device),
+            self.info,
+            self.note,
         )
 
 
 class Dataset(Component):
     """A dataset. `load` returns the splits for one task.
 
-    The split must not depend on the seed (every method of one dataset and seed sees the
-    same data); the seed is given for datasets that subsample.
+    The result must depend only on the dataset's params and the task: the harness loads
+    it once per process and every cell (every method and seed) shares it. A dataset that
+    subsamples takes the subsample's seed as one of its params.
     """
 
     kind: ClassVar[str] = "dataset"
 
     @abstractmethod
-    def load(self, task: str, seed: int) -> DataBundle:
-        ...
+    def load(self, task: str) -> DataBundle:
+        """Return the train/val/test splits for `task` (one of `tasks`)."""
 
 
 # --------------------------------------------------------------------------- models
@@ -242,8 +245,7 @@ class ModelFactory(Component):
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
 
     @abstractmethod
-    def build(self, data: DataBundle) -> nn.Module:
-        ...
+    def build(self, data: DataBundle) -> nn.Module: ...
 
 
 # --------------------------------------------------------------------------- distillers
@@ -280,7 +282,10 @@ class Distiller(Component):
     needs: ClassVar[frozenset[str]] = frozenset()
 
     def setup(
-        self, teacher: nn.Module | None, student: nn.Module, data: DataBundle,
+        self,
+        teacher: nn.Module | None,
+        student: nn.Module,
+        data: DataBundle,
         example: dict[str, torch.Tensor],
     ) -> Iterable[nn.Parameter]:
         """Called once before training; return extra trainable parameters (e.g.
@@ -288,8 +293,7 @@ class Distiller(Component):
         return ()
 
     @abstractmethod
-    def loss(self, step: Step) -> torch.Tensor:
-        ...
+    def loss(self, step: Step) -> torch.Tensor: ...
 
 
 # --------------------------------------------------------------------------- pruners
@@ -390,7 +394,7 @@ class EnergyMeter(ABC):
     def end(self) -> EnergyReading:
         """Start/stop a window (see the class docstring)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (optional)
         """Release resources (threads, handles)."""
 
 
@@ -403,7 +407,20 @@ def check_tasks(values: Iterable[str], where: str) -> frozenset[str]:
 
 
 __all__ = [
-    "TASKS", "NEEDS", "STRUCTURES", "Param", "Component", "TensorSplit", "DataBundle",
-    "Dataset", "ModelFactory", "Step", "Distiller", "Fit", "Pruner", "EnergyReading",
-    "EnergyMeter", "check_tasks",
+    "TASKS",
+    "NEEDS",
+    "STRUCTURES",
+    "Param",
+    "Component",
+    "TensorSplit",
+    "DataBundle",
+    "Dataset",
+    "ModelFactory",
+    "Step",
+    "Distiller",
+    "Fit",
+    "Pruner",
+    "EnergyReading",
+    "EnergyMeter",
+    "check_tasks",
 ]

@@ -36,16 +36,21 @@ class Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = Parser(prog="harness", description="Benchmark compression of recommender and vision "
-               "models by distillation and pruning.")
+    p = Parser(
+        prog="harness",
+        description="Benchmark compression of recommender and vision models by distillation and pruning.",
+    )
     p.add_argument("--version", action="version", version=f"harness {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=Parser)
 
     r = sub.add_parser("run", help="run every cell of a grid not yet finished")
     r.add_argument("--grid", required=True, help="grid YAML file (see docs/grid.md)")
     r.add_argument("--out", help="output folder (default: runs/<grid name>)")
-    r.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: "
-                   "auto = CUDA when present, else CPU)")
+    r.add_argument(
+        "--device",
+        default="auto",
+        help="cpu, cuda, cuda:N or auto (default: auto = CUDA when present, else CPU)",
+    )
     r.add_argument("--dry-run", action="store_true", help="print the plan; run and write nothing")
     r.add_argument("--retry-failed", action="store_true", help="also rerun cells that failed")
     r.add_argument("-j", "--jobs", type=int, default=1, help="worker processes (default 1)")
@@ -62,8 +67,11 @@ def _parser() -> argparse.ArgumentParser:
     lb.add_argument("--out", required=True, help="folder for the markdown")
 
     pl = sub.add_parser("plugins", help="list plugins and what they register")
-    pl.add_argument("--details", action="store_true", help="also every registered thing, "
-                    "with its tasks, needs and options")
+    pl.add_argument(
+        "--details",
+        action="store_true",
+        help="also every registered thing, with its tasks, needs and options",
+    )
     return p
 
 
@@ -87,8 +95,19 @@ def _plan(grid: Grid, statuses: dict[str, str], retry: bool) -> list[list[str]]:
             action = "rerun (failed)" if retry else "failed earlier (--retry-failed)"
         else:
             action = "run"
-        rows.append([c.id[:8], d["dataset"], d["task"], d["teacher"], d["student"],
-                     d["distiller"], d["pruner"], d["seed"], action])
+        rows.append(
+            [
+                c.id[:8],
+                d["dataset"],
+                d["task"],
+                d["teacher"],
+                d["student"],
+                d["distiller"],
+                d["pruner"],
+                d["seed"],
+                action,
+            ]
+        )
     return rows
 
 
@@ -99,8 +118,10 @@ def _summary_line(record: dict[str, Any]) -> str:
     metric = "  ".join(f"{k} {v:.4g}" for k, v in list(test.items())[:2])
     e = record["energy"]
     est = " est." if e["estimate"] else ""
-    return (f"{metric}  params {record['size']['params']:,}  "
-            f"train {record['times']['train_s']:.1f}s {e['train_j']:.3g} J{est} ({e['meter']})")
+    return (
+        f"{metric}  params {record['size']['params']:,}  "
+        f"train {record['times']['train_s']:.1f}s {e['train_j']:.3g} J{est} ({e['meter']})"
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -120,29 +141,58 @@ def cmd_run(args: argparse.Namespace) -> int:
         store.close()
     if args.dry_run:
         rows = _plan(grid, statuses, args.retry_failed)
-        print(tabulate(rows, headers=["cell", "dataset", "task", "teacher", "student",
-                                      "distiller", "pruner", "seed", "action"]))
+        print(
+            tabulate(
+                rows,
+                headers=[
+                    "cell",
+                    "dataset",
+                    "task",
+                    "teacher",
+                    "student",
+                    "distiller",
+                    "pruner",
+                    "seed",
+                    "action",
+                ],
+            )
+        )
         n_run = sum(1 for r in rows if r[-1].startswith(("run", "rerun")))
-        print(f"\n{len(rows)} cells: {n_run} to run, {len(grid.skipped)} incompatible; "
-              f"device {device}; output {out} (dry run: nothing written)")
+        print(
+            f"\n{len(rows)} cells: {n_run} to run, {len(grid.skipped)} incompatible; "
+            f"device {device}; output {out} (dry run: nothing written)"
+        )
         return 0
 
     out.mkdir(parents=True, exist_ok=True)
     store = Store(db)
-    command = "harness run --grid " + shlex.quote(args.grid) + (
-        f" --out {shlex.quote(args.out)}" if args.out else "")
+    command = (
+        "harness run --grid "
+        + shlex.quote(args.grid)
+        + (f" --out {shlex.quote(args.out)}" if args.out else "")
+    )
     done = [c for c in grid.runnable if statuses.get(c.id) == "ok"]
     failed_before = [c for c in grid.runnable if statuses.get(c.id) == "failed"]
-    todo = [c for c in grid.runnable
-            if statuses.get(c.id) not in FINISHED
-            or (args.retry_failed and statuses.get(c.id) == "failed")]
+    todo = [
+        c
+        for c in grid.runnable
+        if statuses.get(c.id) not in FINISHED or (args.retry_failed and statuses.get(c.id) == "failed")
+    ]
     for c in grid.skipped:
         rec = base_record(c.config, c.id, grid.name)
-        rec.update(status="skipped", reason=c.skip, method=method_label(c.config),
-                   command=command, started=time.time(), finished=time.time())
+        rec.update(
+            status="skipped",
+            reason=c.skip,
+            method=method_label(c.config),
+            command=command,
+            started=time.time(),
+            finished=time.time(),
+        )
         store.put_skipped(rec)
-    msg = (f"grid {grid.name}: {len(grid.cells)} cells; {len(todo)} to run; "
-           f"{len(done)} already finished, skipped")
+    msg = (
+        f"grid {grid.name}: {len(grid.cells)} cells; {len(todo)} to run; "
+        f"{len(done)} already finished, skipped"
+    )
     if failed_before and not args.retry_failed:
         msg += f"; {len(failed_before)} failed earlier (rerun them with --retry-failed)"
     if grid.skipped:
@@ -159,13 +209,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         counts[record["status"]] = counts.get(record["status"], 0) + 1
         n = counts["ok"] + counts["failed"]
         d = f"{record['dataset']} {record['student']} {record['method']} seed {record['seed']}"
-        print(f"[{n:>{width}}/{len(todo)}] {record['status']:<6} {d}: {_summary_line(record)}",
-              flush=True)
-        hook_errors.extend(call_lifecycle("harness_cell_finished", record=record,
-                                          grid_name=grid.name))
+        print(f"[{n:>{width}}/{len(todo)}] {record['status']:<6} {d}: {_summary_line(record)}", flush=True)
+        hook_errors.extend(call_lifecycle("harness_cell_finished", record=record, grid_name=grid.name))
 
-    opts = RunOptions(device=device, teacher_dir=str(out / "teachers"),
-                      progress=not args.no_progress and sys.stderr.isatty())
+    opts = RunOptions(
+        device=device,
+        teacher_dir=str(out / "teachers"),
+        progress=not args.no_progress and sys.stderr.isatty(),
+    )
     interrupted = False
     try:
         execute(todo, grid.name, opts, args.jobs, on_record)
@@ -173,18 +224,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         interrupted = True
     paths = write_leaderboards(store.records(), store.teachers(), out / "leaderboards")
     store.close()
-    summary = {"grid": grid.name, "ran": counts["ok"] + counts["failed"], "ok": counts["ok"],
-               "failed": counts["failed"], "skipped": len(grid.skipped),
-               "already_done": len(done)}
+    summary = {
+        "grid": grid.name,
+        "ran": counts["ok"] + counts["failed"],
+        "ok": counts["ok"],
+        "failed": counts["failed"],
+        "skipped": len(grid.skipped),
+        "already_done": len(done),
+    }
     hook_errors.extend(call_lifecycle("harness_grid_finished", summary=summary, out_dir=str(out)))
     for e in hook_errors:
         print(f"harness: warning: {e}", file=sys.stderr)
-    print(f"ran {summary['ran']} cells: {counts['ok']} ok, {counts['failed']} failed; "
-          f"{len(done)} already finished; {len(grid.skipped)} incompatible. "
-          f"Leaderboards: {out / 'leaderboards'} ({len(paths)} files)")
+    print(
+        f"ran {summary['ran']} cells: {counts['ok']} ok, {counts['failed']} failed; "
+        f"{len(done)} already finished; {len(grid.skipped)} incompatible. "
+        f"Leaderboards: {out / 'leaderboards'} ({len(paths)} files)"
+    )
     if interrupted:
-        print("interrupted: finished cells are stored; run the same command to continue",
-              file=sys.stderr)
+        print("interrupted: finished cells are stored; run the same command to continue", file=sys.stderr)
         return 130
     return 1 if counts["failed"] else 0
 
@@ -203,12 +260,24 @@ def _open_results(args: argparse.Namespace) -> Store:
 
 def cmd_list(args: argparse.Namespace) -> int:
     store = _open_results(args)
-    rows = [[r["id"][:8], r["status"], r["dataset"], r["task"], r["student"], r["method"],
-             r["seed"], (r["reason"] or "")[:80]]
-            for r in store.rows() if args.status is None or r["status"] == args.status]
+    rows = [
+        [
+            r["id"][:8],
+            r["status"],
+            r["dataset"],
+            r["task"],
+            r["student"],
+            r["method"],
+            r["seed"],
+            (r["reason"] or "")[:80],
+        ]
+        for r in store.rows()
+        if args.status is None or r["status"] == args.status
+    ]
     store.close()
-    print(tabulate(rows, headers=["cell", "status", "dataset", "task", "student", "method",
-                                  "seed", "reason"]))
+    print(
+        tabulate(rows, headers=["cell", "status", "dataset", "task", "student", "method", "seed", "reason"])
+    )
     by = {}
     for r in rows:
         by[r[1]] = by.get(r[1], 0) + 1
@@ -258,8 +327,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "leaderboard": cmd_leaderboard,
-            "plugins": cmd_plugins}
+COMMANDS = {"run": cmd_run, "list": cmd_list, "leaderboard": cmd_leaderboard, "plugins": cmd_plugins}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,8 +25,9 @@ def available_meters(registry: Registry, device: torch.device) -> list[tuple[typ
     return [(c, c.unavailable(device)) for c in classes]
 
 
-def select_meter(registry: Registry, device: torch.device, choice: str = "auto",
-                 options: dict[str, Any] | None = None) -> EnergyMeter:
+def select_meter(
+    registry: Registry, device: torch.device, choice: str = "auto", options: dict[str, Any] | None = None
+) -> EnergyMeter:
     """Instantiate the chosen meter, or the best available one for `device`."""
     options = {k: v for k, v in (options or {}).items() if v is not None}
     if choice != "auto":

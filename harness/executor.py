@@ -32,9 +32,16 @@ def _work(config: dict[str, Any], cell_id: str, grid: str, opts: dict[str, Any])
     return run_cell(config, cell_id, grid, RunOptions(**opts))
 
 
-def execute(cells: list[Cell], grid: str, opts: RunOptions, jobs: int,
-            on_record: Callable[[dict[str, Any], int], None]) -> None:
+def execute(
+    cells: list[Cell],
+    grid: str,
+    opts: RunOptions,
+    jobs: int,
+    on_record: Callable[[dict[str, Any], int], None],
+) -> None:
     """Run `cells`, calling on_record(record, index) in this process as each ends."""
+    if not cells:
+        return
     if jobs <= 1:
         for i, cell in enumerate(cells):
             on_record(run_cell(cell.config, cell.id, grid, opts), i)
@@ -42,10 +49,13 @@ def execute(cells: list[Cell], grid: str, opts: RunOptions, jobs: int,
     threads = max(1, (os.cpu_count() or 1) // jobs)
     ctx = mp.get_context("spawn")  # fork is unsafe with torch's thread pools and CUDA
     worker_opts = asdict(opts) | {"progress": False}
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                             initargs=(threads, os.environ.get("HARNESS_PLUGINS"))) as pool:
-        futures = {pool.submit(_work, c.config, c.id, grid, worker_opts): (i, c)
-                   for i, c in enumerate(cells)}
+    with ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=ctx,
+        initializer=_init_worker,
+        initargs=(threads, os.environ.get("HARNESS_PLUGINS")),
+    ) as pool:
+        futures = {pool.submit(_work, c.config, c.id, grid, worker_opts): (i, c) for i, c in enumerate(cells)}
         for fut in as_completed(futures):
             i, cell = futures[fut]
             try:

@@ -44,9 +44,12 @@ BUDGET = {
     "teacher_epochs": Param(None, "teacher training epochs (default: epochs)", type=int),
     "batch_size": Param(64, "training batch size"),
     "eval_batch_size": Param(1024, "evaluation batch size"),
-    "select": Param("last", "which epoch's model to keep: last, or best_val (the best "
-                    "validation score; the whole budget is still trained)",
-                    choices=("last", "best_val")),
+    "select": Param(
+        "last",
+        "which epoch's model to keep: last, or best_val (the best "
+        "validation score; the whole budget is still trained)",
+        choices=("last", "best_val"),
+    ),
 }
 
 TRAIN = {
@@ -62,9 +65,7 @@ TRAIN = {
 
 ENERGY = {
     "meter": Param("auto", "'auto' (best available) or a registered meter's name"),
-    "inference_min_seconds": Param(
-        1.0, "repeat inference passes until the energy window lasts this long"
-    ),
+    "inference_min_seconds": Param(1.0, "repeat inference passes until the energy window lasts this long"),
     "cpu_watts_per_core": Param(
         None, "watts per busy core for the CPU-time estimate (default: the meter's)", type=float
     ),
@@ -179,7 +180,8 @@ def cell_id(config: dict[str, Any]) -> str:
     default gives the same id."""
     hashed = {
         k: ({kk: vv for kk, vv in v.items() if kk != "shown"} if isinstance(v, dict) else v)
-        for k, v in config.items() if k not in NOT_HASHED
+        for k, v in config.items()
+        if k not in NOT_HASHED
     }
     return hashlib.sha256(canonical(hashed).encode()).hexdigest()[:16]
 
@@ -225,8 +227,7 @@ class Grid:
 # --------------------------------------------------------------------------- validation
 
 
-def _section(doc: Located, key: str | tuple, schema: dict[str, Param], value: Any
-             ) -> dict[str, Any]:
+def _section(doc: Located, key: str | tuple, schema: dict[str, Param], value: Any) -> dict[str, Any]:
     path = key if isinstance(key, tuple) else (key,)
     if value is None:
         value = {}
@@ -271,8 +272,7 @@ def _named(doc: Located, path: tuple, entry: Any, name_key: str) -> tuple[str, d
             raise UsageError(f"{doc.where(*path, name_key)}: expected a name, got {name!r}")
         return name, {k: v for k, v in entry.items() if k != name_key}
     raise UsageError(
-        f"{doc.where(*path)}: expected a name or a mapping with {name_key!r}, "
-        f"got {type(entry).__name__}"
+        f"{doc.where(*path)}: expected a name or a mapping with {name_key!r}, got {type(entry).__name__}"
     )
 
 
@@ -306,9 +306,7 @@ def load_grid(path: str | Path, registry: Registry) -> Grid:
         raise UsageError(f"{doc.path}:1: a grid is a mapping of keys ({', '.join(TOP_KEYS)})")
     for k in data:
         if k not in TOP_KEYS:
-            raise UsageError(
-                f"{doc.where(k)}: unknown key {k!r}" + (closest(str(k), TOP_KEYS) or "")
-            )
+            raise UsageError(f"{doc.where(k)}: unknown key {k!r}" + (closest(str(k), TOP_KEYS) or ""))
     name = data.get("name", Path(path).stem)
     if not isinstance(name, str) or not name or "/" in name:
         raise UsageError(f"{doc.where('name')}: expected a simple name, got {name!r}")
@@ -355,13 +353,10 @@ def load_grid(path: str | Path, registry: Registry) -> Grid:
                 f"{doc.where('datasets', i, 'task')}: dataset {dname!r} has no task {task!r} "
                 f"(it has: {', '.join(sorted(cls.tasks))})"
             )
-        for variant, expanded in _expand_options(cls, opts):
+        shown = [k for k in cls.params if k in opts]
+        for variant, _ in _expand_options(cls, opts):
             params = cls.resolve_params(variant, where)
-            shown = [k for k in cls.params if k in opts]
-            datasets.append(
-                ({"name": dname, "params": params, "shown": shown}, task)
-            )
-            del expanded
+            datasets.append(({"name": dname, "params": params, "shown": shown}, task))
 
     # ----- models
     def models(role: str) -> list[dict[str, Any]]:
@@ -381,16 +376,22 @@ def load_grid(path: str | Path, registry: Registry) -> Grid:
                 if preset not in cls.presets:
                     raise UsageError(
                         f"{doc.where(*path, 'preset')}: model {mname!r} has no preset {preset!r}"
-                        + (closest(str(preset), cls.presets)
-                           or f" (presets: {', '.join(cls.presets) or 'none'})")
+                        + (
+                            closest(str(preset), cls.presets)
+                            or f" (presets: {', '.join(cls.presets) or 'none'})"
+                        )
                     )
                 base = copy.deepcopy(cls.presets[preset])
             for variant, _ in _expand_options(cls, opts):
                 params = cls.resolve_params({**base, **variant}, where)
-                out.append({
-                    "model": mname, "preset": preset, "params": params,
-                    "shown": [k for k in cls.params if k in opts],
-                })
+                out.append(
+                    {
+                        "model": mname,
+                        "preset": preset,
+                        "params": params,
+                        "shown": [k for k in cls.params if k in opts],
+                    }
+                )
         return out
 
     teachers = models("teacher")
@@ -406,11 +407,13 @@ def load_grid(path: str | Path, registry: Registry) -> Grid:
             cls = registry.get(kind, mname, doc.where(*path))
             merged = {**hparams.get(mname, {}), **opts}
             for variant, _ in _expand_options(cls, merged):
-                out.append({
-                    "name": mname,
-                    "params": cls.resolve_params(variant, doc.where(*path)),
-                    "shown": [k for k in cls.params if k in merged],
-                })
+                out.append(
+                    {
+                        "name": mname,
+                        "params": cls.resolve_params(variant, doc.where(*path)),
+                        "shown": [k for k in cls.params if k in merged],
+                    }
+                )
         return out
 
     hparams = data.get("hparams") or {}
@@ -461,9 +464,17 @@ def load_grid(path: str | Path, registry: Registry) -> Grid:
         if b["teacher_epochs"] is None:
             b["teacher_epochs"] = budget["epochs"]
         config = {
-            "dataset": ds, "task": task, "teacher": teacher, "student": student,
-            "distiller": dist, "pruner": prune, "seed": seed, "budget": b, "train": t,
-            "teacher_train": {**train, **teacher_train_given}, "energy": energy,
+            "dataset": ds,
+            "task": task,
+            "teacher": teacher,
+            "student": student,
+            "distiller": dist,
+            "pruner": prune,
+            "seed": seed,
+            "budget": b,
+            "train": t,
+            "teacher_train": {**train, **teacher_train_given},
+            "energy": energy,
         }
         cells.append(Cell(copy.deepcopy(config), skip=incompatibility(config, registry)))
     seen: dict[str, Cell] = {}

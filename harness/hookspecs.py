@@ -39,7 +39,7 @@ def harness_register_datasets(register: Callable[[type], None]) -> None:
 
     register: call with a subclass of `harness.api.Dataset` per dataset. The class
     sets `name`, `tasks` (e.g. {"rating"}), `params` (its options, which a grid gives in
-    the dataset's mapping) and implements `load(task, seed) -> DataBundle`.
+    the dataset's mapping) and implements `load(task) -> DataBundle`.
     """
 
 

@@ -23,8 +23,7 @@ from tabulate import tabulate
 from .envinfo import hardware_line
 from .tasks import TASK_OBJECTS
 
-METRIC_NAMES = {"top1_error": "Top-1 err %", "accuracy": "Acc %", "mae": "MAE", "mse": "MSE",
-                "rmse": "RMSE"}
+METRIC_NAMES = {"top1_error": "Top-1 err %", "accuracy": "Acc %", "mae": "MAE", "mse": "MSE", "rmse": "RMSE"}
 
 
 def _fmt(values: list[float], digits: int = 4) -> str:
@@ -50,7 +49,7 @@ def paired_p(a: dict[int, float], b: dict[int, float]) -> float | None:
     if len(seeds) < 2:
         return None
     x, y = [a[s] for s in seeds], [b[s] for s in seeds]
-    if all(abs(i - j) < 1e-12 for i, j in zip(x, y)):
+    if all(abs(i - j) < 1e-12 for i, j in zip(x, y, strict=True)):
         return 1.0
     return float(stats.ttest_rel(x, y).pvalue)
 
@@ -71,8 +70,9 @@ def _primary(task: str, names: list[str]) -> tuple[str, bool]:
     return names[0], False
 
 
-def build_tables(records: list[dict[str, Any]], teachers: list[dict[str, Any]]
-                 ) -> dict[tuple[str, str], dict[str, Any]]:
+def build_tables(
+    records: list[dict[str, Any]], teachers: list[dict[str, Any]]
+) -> dict[tuple[str, str], dict[str, Any]]:
     """Group records by (dataset, task) and compute the table of each."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in records:
@@ -91,26 +91,54 @@ def build_tables(records: list[dict[str, Any]], teachers: list[dict[str, Any]]
         for (tch, stu, _m), rs in rows_by.items():
             if all(r["distiller"] == "none" and r["pruner"] == "none" for r in rs):
                 baselines[(tch, stu)] = {r["seed"]: r["metrics"]["test"][primary] for r in rs}
-        headers = ["Method", "Student", *[METRIC_NAMES.get(n, n) for n in names],
-                   f"p ({METRIC_NAMES.get(primary, primary)})", "Params", "% teacher",
-                   "Non-zero", "Size KiB", "FLOPs/sample", "Train J", "Infer J/1k",
-                   "Meter", "Train s", "Seeds"]
+        headers = [
+            "Method",
+            "Student",
+            *[METRIC_NAMES.get(n, n) for n in names],
+            f"p ({METRIC_NAMES.get(primary, primary)})",
+            "Params",
+            "% teacher",
+            "Non-zero",
+            "Size KiB",
+            "FLOPs/sample",
+            "Train J",
+            "Infer J/1k",
+            "Meter",
+            "Train s",
+            "Seeds",
+        ]
         table = []
         tkeys = {(t["teacher"]) for t in teachers if t["dataset"] == dataset and t["task"] == task}
         for tch in sorted(tkeys):
-            ts = [t for t in teachers
-                  if t["dataset"] == dataset and t["task"] == task and t["teacher"] == tch]
-            table.append([
-                f"Teacher ({tch})", "—",
-                *[_fmt([t["metrics"]["test"].get(n) for t in ts]) for n in names], "—",
-                _int(ts[0]["size"]["params"]), "100", _int(ts[0]["size"]["nonzero_params"]),
-                f"{ts[0]['size']['bytes'] / 1024:.1f}", _int(ts[0]["size"]["flops"]),
-                _fmt([t["energy"]["train_j"] for t in ts], 3), "—",
-                ts[0]["energy"]["meter"], _fmt([t["times"]["train_s"] for t in ts], 3),
-                ", ".join(str(t["seed"]) for t in ts),
-            ])
-        order = sorted(rows_by, key=lambda k: (k[0], k[1], statistics.fmean(
-            [r["metrics"]["test"][primary] for r in rows_by[k]]) * (1 if lower else -1)))
+            ts = [
+                t for t in teachers if t["dataset"] == dataset and t["task"] == task and t["teacher"] == tch
+            ]
+            table.append(
+                [
+                    f"Teacher ({tch})",
+                    "—",
+                    *[_fmt([t["metrics"]["test"].get(n) for t in ts]) for n in names],
+                    "—",
+                    _int(ts[0]["size"]["params"]),
+                    "100",
+                    _int(ts[0]["size"]["nonzero_params"]),
+                    f"{ts[0]['size']['bytes'] / 1024:.1f}",
+                    _int(ts[0]["size"]["flops"]),
+                    _fmt([t["energy"]["train_j"] for t in ts], 3),
+                    "—",
+                    ts[0]["energy"]["meter"],
+                    _fmt([t["times"]["train_s"] for t in ts], 3),
+                    ", ".join(str(t["seed"]) for t in ts),
+                ]
+            )
+        order = sorted(
+            rows_by,
+            key=lambda k: (
+                k[0],
+                k[1],
+                statistics.fmean([r["metrics"]["test"][primary] for r in rows_by[k]]) * (1 if lower else -1),
+            ),
+        )
         for key in order:
             rs = sorted(rows_by[key], key=lambda r: r["seed"])
             tch, stu, method = key
@@ -119,24 +147,33 @@ def build_tables(records: list[dict[str, Any]], teachers: list[dict[str, Any]]
             is_base = all(r["distiller"] == "none" and r["pruner"] == "none" for r in rs)
             p = None if (base is None or is_base) else paired_p(mine, base)
             size = [r["size"] for r in rs]
-            table.append([
-                method, stu,
-                *[_fmt([r["metrics"]["test"].get(n) for r in rs]) for n in names],
-                "baseline" if is_base else ("—" if p is None else f"{p:.3g}"),
-                _int(statistics.fmean(s["params"] for s in size)),
-                f"{statistics.fmean(s['pct_of_teacher'] for s in size):.1f}",
-                _int(statistics.fmean(s["nonzero_params"] for s in size)),
-                f"{statistics.fmean(s['bytes'] for s in size) / 1024:.1f}",
-                _int(statistics.fmean(s["flops"] for s in size)),
-                _fmt([r["energy"]["train_j"] for r in rs], 3),
-                _fmt([r["energy"]["inference_j_per_1k"] for r in rs], 3),
-                ", ".join(sorted({r["energy"]["meter"] for r in rs})),
-                _fmt([r["times"]["train_s"] for r in rs], 3),
-                ", ".join(str(r["seed"]) for r in rs),
-            ])
+            table.append(
+                [
+                    method,
+                    stu,
+                    *[_fmt([r["metrics"]["test"].get(n) for r in rs]) for n in names],
+                    "baseline" if is_base else ("—" if p is None else f"{p:.3g}"),
+                    _int(statistics.fmean(s["params"] for s in size)),
+                    f"{statistics.fmean(s['pct_of_teacher'] for s in size):.1f}",
+                    _int(statistics.fmean(s["nonzero_params"] for s in size)),
+                    f"{statistics.fmean(s['bytes'] for s in size) / 1024:.1f}",
+                    _int(statistics.fmean(s["flops"] for s in size)),
+                    _fmt([r["energy"]["train_j"] for r in rs], 3),
+                    _fmt([r["energy"]["inference_j_per_1k"] for r in rs], 3),
+                    ", ".join(sorted({r["energy"]["meter"] for r in rs})),
+                    _fmt([r["times"]["train_s"] for r in rs], 3),
+                    ", ".join(str(r["seed"]) for r in rs),
+                ]
+            )
         out[(dataset, task)] = {
-            "headers": headers, "rows": table, "records": recs, "ok": ok, "failed": failed,
-            "skipped": skipped, "primary": primary, "teachers": tkeys,
+            "headers": headers,
+            "rows": table,
+            "records": recs,
+            "ok": ok,
+            "failed": failed,
+            "skipped": skipped,
+            "primary": primary,
+            "teachers": tkeys,
         }
     return out
 
@@ -144,23 +181,36 @@ def build_tables(records: list[dict[str, Any]], teachers: list[dict[str, Any]]
 def _lines_about(recs: Iterable[dict[str, Any]]) -> list[str]:
     recs = list(recs)
     lines = []
-    hw = sorted({hardware_line(r["env"]) + f", device {r['env']['device']}"
-                 for r in recs if r.get("env")})
+    hw = sorted({hardware_line(r["env"]) + f", device {r['env']['device']}" for r in recs if r.get("env")})
     if hw:
         lines.append("- Hardware: " + "; ".join(hw))
-    vers = sorted({
-        f"harness {r['env']['versions']['harness']} (git {r['env'].get('git') or 'unknown'}), "
-        f"torch {r['env']['versions']['torch']}, Python {r['env']['python']}"
-        for r in recs if r.get("env")})
+    vers = sorted(
+        {
+            f"harness {r['env']['versions']['harness']} (git {r['env'].get('git') or 'unknown'}), "
+            f"torch {r['env']['versions']['torch']}, Python {r['env']['python']}"
+            for r in recs
+            if r.get("env")
+        }
+    )
     if vers:
         lines.append("- Software: " + "; ".join(vers))
-    meters = sorted({(r["energy"]["meter"], r["energy"]["estimate"],
-                      re.sub(r"[\d.]+ CPU-s × ", "CPU-s × ", r["energy"].get("detail", "")))
-                     for r in recs if r.get("energy")})
+    meters = sorted(
+        {
+            (
+                r["energy"]["meter"],
+                r["energy"]["estimate"],
+                re.sub(r"[\d.]+ CPU-s × ", "CPU-s × ", r["energy"].get("detail", "")),
+            )
+            for r in recs
+            if r.get("energy")
+        }
+    )
     for name, est, detail in meters:
         kind = "**estimate**, not a measurement" if est else "measured"
-        lines.append(f"- Energy meter: `{name}`: {kind} ({detail}). Train J: the whole "
-                     "training of the row (teacher excluded); Infer J/1k: per 1,000 test samples.")
+        lines.append(
+            f"- Energy meter: `{name}`: {kind} ({detail}). Train J: the whole "
+            "training of the row (teacher excluded); Infer J/1k: per 1,000 test samples."
+        )
     cmds = sorted({r["command"] for r in recs if r.get("command")})
     for c in cmds:
         lines.append(f"- Regenerate: `{c}`")
@@ -176,8 +226,7 @@ def render(dataset: str, task: str, t: dict[str, Any]) -> str:
         out.append(f"Data: {n}")
     out.append("")
     if t["rows"]:
-        out.append(tabulate(t["rows"], headers=t["headers"], tablefmt="github",
-                            disable_numparse=True))
+        out.append(tabulate(t["rows"], headers=t["headers"], tablefmt="github", disable_numparse=True))
     else:
         out.append("No finished cells yet.")
     out.append("")
@@ -203,8 +252,9 @@ def render(dataset: str, task: str, t: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_leaderboards(records: list[dict[str, Any]], teachers: list[dict[str, Any]],
-                       out_dir: str | Path) -> list[Path]:
+def write_leaderboards(
+    records: list[dict[str, Any]], teachers: list[dict[str, Any]], out_dir: str | Path
+) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tables = build_tables(records, teachers)
@@ -214,7 +264,9 @@ def write_leaderboards(records: list[dict[str, Any]], teachers: list[dict[str, A
         name = f"{slug(dataset)}__{task}.md"
         (out_dir / name).write_text(render(dataset, task, t), encoding="utf-8")
         paths.append(out_dir / name)
-        index.append(f"- [{dataset} — {task}]({name}): {len(t['ok'])} ok, "
-                     f"{len(t['failed'])} failed, {len(t['skipped'])} skipped")
+        index.append(
+            f"- [{dataset} — {task}]({name}): {len(t['ok'])} ok, "
+            f"{len(t['failed'])} failed, {len(t['skipped'])} skipped"
+        )
     (out_dir / "README.md").write_text("\n".join(index) + "\n", encoding="utf-8")
     return paths

@@ -6,7 +6,6 @@ size and energy. `run_cell` never raises: a failure becomes a record with status
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import gc
 import json
@@ -14,7 +13,7 @@ import os
 import random
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,8 +49,9 @@ def resolve_device(choice: str) -> str:
         return "cpu"
     if choice.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise UsageError(f"--device {choice}: CUDA is not available on this machine "
-                             "(use --device cpu or auto)")
+            raise UsageError(
+                f"--device {choice}: CUDA is not available on this machine (use --device cpu or auto)"
+            )
         return choice
     raise UsageError(f"--device {choice!r}: expected cpu, cuda or auto")
 
@@ -71,16 +71,16 @@ _DATA: dict[str, DataBundle] = {}
 def load_data(config: dict[str, Any], device: str) -> DataBundle:
     """The cell's data, loaded once per process and kept on the device."""
     ds = config["dataset"]
-    key = canonical({"dataset": ds["name"], "params": ds["params"], "task": config["task"],
-                     "device": device})
+    key = canonical({"dataset": ds["name"], "params": ds["params"], "task": config["task"], "device": device})
     if key not in _DATA:
         if len(_DATA) >= 4:  # bound memory on grids with many datasets
             _DATA.pop(next(iter(_DATA)))
         cls = get_registry().get("dataset", ds["name"])
-        bundle = cls(**ds["params"]).load(config["task"], config["seed"])
+        bundle = cls(**ds["params"]).load(config["task"])
         if bundle.task != config["task"]:
-            raise CellError(f"dataset {ds['name']!r} returned task {bundle.task!r}, "
-                            f"asked for {config['task']!r}")
+            raise CellError(
+                f"dataset {ds['name']!r} returned task {bundle.task!r}, asked for {config['task']!r}"
+            )
         _DATA[key] = bundle.to(device)
     return _DATA[key]
 
@@ -116,8 +116,13 @@ class FeatureTap:
 
 def make_optimizer(params: list[nn.Parameter], cfg: dict[str, Any]) -> torch.optim.Optimizer:
     if cfg["optimizer"] == "sgd":
-        return torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"],
-                               weight_decay=cfg["weight_decay"], nesterov=cfg["nesterov"])
+        return torch.optim.SGD(
+            params,
+            lr=cfg["lr"],
+            momentum=cfg["momentum"],
+            weight_decay=cfg["weight_decay"],
+            nesterov=cfg["nesterov"],
+        )
     if cfg["optimizer"] == "adamw":
         return torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     return torch.optim.Adam(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
@@ -186,11 +191,18 @@ def train_model(
                         with torch.no_grad():
                             t_out = task.forward(teacher, batch)
                         t_feats = t_tap.take() if t_tap else None
-                    loss = distiller.loss(Step(
-                        batch=batch, task=task.name, student_out=out, task_loss=task_loss,
-                        teacher_out=t_out, teacher_features=t_feats,
-                        student_features=s_tap.take() if s_tap else None, epoch=epoch,
-                    ))
+                    loss = distiller.loss(
+                        Step(
+                            batch=batch,
+                            task=task.name,
+                            student_out=out,
+                            task_loss=task_loss,
+                            teacher_out=t_out,
+                            teacher_features=t_feats,
+                            student_features=s_tap.take() if s_tap else None,
+                            epoch=epoch,
+                        )
+                    )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg["grad_clip"]:
@@ -255,8 +267,14 @@ def build_model(role_spec: dict[str, Any], data: DataBundle, seed: int, device: 
     return cls(**role_spec["params"]).build(data).to(device)
 
 
-def get_teacher(config: dict[str, Any], data: DataBundle, task: Task, device: str,
-                opts: RunOptions, meter_factory: Callable[[], Any]) -> tuple[nn.Module, dict[str, Any]]:
+def get_teacher(
+    config: dict[str, Any],
+    data: DataBundle,
+    task: Task,
+    device: str,
+    opts: RunOptions,
+    meter_factory: Callable[[], Any],
+) -> tuple[nn.Module, dict[str, Any]]:
     """The trained teacher of this dataset/teacher/seed: from the disk cache, or trained
     now (under a file lock, so parallel workers train it once) and cached."""
     key = teacher_key(config)
@@ -277,13 +295,24 @@ def get_teacher(config: dict[str, Any], data: DataBundle, task: Task, device: st
         t0 = time.perf_counter()
         with Window(meter) as w:
             model = train_model(
-                model, data, task, config["teacher_train"], budget["teacher_epochs"],
-                budget["batch_size"], gen, history=history, select=budget["select"],
+                model,
+                data,
+                task,
+                config["teacher_train"],
+                budget["teacher_epochs"],
+                budget["batch_size"],
+                gen,
+                history=history,
+                select=budget["select"],
                 eval_batch_size=budget["eval_batch_size"],
-                desc=f"teacher {model_label(config['teacher'])}", progress=opts.progress)
+                desc=f"teacher {model_label(config['teacher'])}",
+                progress=opts.progress,
+            )
         train_s = time.perf_counter() - t0
-        metrics = {"test": task.evaluate(model, data.test, data, budget["eval_batch_size"]),
-                   "val": task.evaluate(model, data.val, data, budget["eval_batch_size"])}
+        metrics = {
+            "test": task.evaluate(model, data.test, data, budget["eval_batch_size"]),
+            "val": task.evaluate(model, data.val, data, budget["eval_batch_size"]),
+        }
         meta = {
             "key": key,
             "dataset": dataset_label(config["dataset"]),
@@ -292,8 +321,12 @@ def get_teacher(config: dict[str, Any], data: DataBundle, task: Task, device: st
             "seed": config["seed"],
             "metrics": metrics,
             "size": measure_size(model, lambda: task.forward(model, data.test.head(1))),
-            "energy": {"train_j": w.reading.joules, "meter": w.reading.meter,
-                       "estimate": w.reading.estimate, "detail": w.reading.detail},
+            "energy": {
+                "train_j": w.reading.joules,
+                "meter": w.reading.meter,
+                "estimate": w.reading.estimate,
+                "detail": w.reading.detail,
+            },
             "times": {"train_s": train_s},
             "history": history,
             "env": environment(device),
@@ -314,9 +347,18 @@ def get_teacher(config: dict[str, Any], data: DataBundle, task: Task, device: st
 class CellFit:
     """The `harness.api.Fit` a pruner drives."""
 
-    def __init__(self, student: nn.Module, config: dict[str, Any], data: DataBundle, task: Task,
-                 distiller: Distiller, teacher: nn.Module | None, extra: list[nn.Parameter],
-                 generator: torch.Generator, progress: bool) -> None:
+    def __init__(
+        self,
+        student: nn.Module,
+        config: dict[str, Any],
+        data: DataBundle,
+        task: Task,
+        distiller: Distiller,
+        teacher: nn.Module | None,
+        extra: list[nn.Parameter],
+        generator: torch.Generator,
+        progress: bool,
+    ) -> None:
         self.student = student
         self.epochs = config["budget"]["epochs"]
         self.config, self.data, self.task = config, data, task
@@ -328,12 +370,20 @@ class CellFit:
 
     def train(self, model, epochs=None, distill=True, on_epoch_end=None):
         return train_model(
-            model, self.data, self.task, self.config["train"],
-            self.epochs if epochs is None else epochs, self.config["budget"]["batch_size"],
-            self.generator, distiller=self.distiller if distill else None,
+            model,
+            self.data,
+            self.task,
+            self.config["train"],
+            self.epochs if epochs is None else epochs,
+            self.config["budget"]["batch_size"],
+            self.generator,
+            distiller=self.distiller if distill else None,
             teacher=self.teacher if distill else None,
-            extra_params=self.extra if distill else None, on_epoch_end=on_epoch_end,
-            history=self.history, desc=self.config["distiller"]["name"], progress=self.progress,
+            extra_params=self.extra if distill else None,
+            on_epoch_end=on_epoch_end,
+            history=self.history,
+            desc=self.config["distiller"]["name"],
+            progress=self.progress,
             select=self.config["budget"]["select"],
             eval_batch_size=self.config["budget"]["eval_batch_size"],
         )
@@ -341,8 +391,9 @@ class CellFit:
     def evaluate(self, model, split="val"):
         if split not in ("val", "test", "train"):
             raise ValueError(f"unknown split {split!r}")
-        return self.task.evaluate(model, getattr(self.data, split), self.data,
-                                  self.config["budget"]["eval_batch_size"])
+        return self.task.evaluate(
+            model, getattr(self.data, split), self.data, self.config["budget"]["eval_batch_size"]
+        )
 
     def log_level(self, **values):
         self.levels.append(values)
@@ -384,8 +435,9 @@ def base_record(config: dict[str, Any], cell_id: str, grid: str) -> dict[str, An
     }
 
 
-def _inference_energy(model: nn.Module, data: DataBundle, task: Task, meter: Any,
-                      batch_size: int, min_seconds: float) -> dict[str, Any]:
+def _inference_energy(
+    model: nn.Module, data: DataBundle, task: Task, meter: Any, batch_size: int, min_seconds: float
+) -> dict[str, Any]:
     """Energy and latency of inference over the test split, repeated until the window
     lasts at least `min_seconds` (short windows read 0 on coarse counters)."""
     model.eval()
@@ -465,8 +517,10 @@ def run_cell(config: dict[str, Any], cell_id: str, grid: str, opts: RunOptions) 
             raise CellError(f"pruner {prune_cls.name!r} returned {type(model).__name__}, not a model")
 
         eb = config["budget"]["eval_batch_size"]
-        metrics = {"test": task.evaluate(model, data.test, data, eb),
-                   "val": task.evaluate(model, data.val, data, eb)}
+        metrics = {
+            "test": task.evaluate(model, data.test, data, eb),
+            "val": task.evaluate(model, data.val, data, eb),
+        }
         inf = _inference_energy(model, data, task, meter, eb, energy_cfg["inference_min_seconds"])
         size = measure_size(model, lambda: task.forward(model, data.test.head(1)))
         size["teacher_params"] = teacher_params
@@ -478,10 +532,18 @@ def run_cell(config: dict[str, Any], cell_id: str, grid: str, opts: RunOptions) 
             status="ok",
             metrics=metrics,
             size=size,
-            energy={"train_j": r.joules, "meter": r.meter, "estimate": r.estimate,
-                    "detail": r.detail, **{k: v for k, v in inf.items() if "_j" in k}},
-            times={"train_s": train_s, "inference_s": inf["inference_s"],
-                   "latency_ms_per_sample": inf["latency_ms_per_sample"]},
+            energy={
+                "train_j": r.joules,
+                "meter": r.meter,
+                "estimate": r.estimate,
+                "detail": r.detail,
+                **{k: v for k, v in inf.items() if "_j" in k},
+            },
+            times={
+                "train_s": train_s,
+                "inference_s": inf["inference_s"],
+                "latency_ms_per_sample": inf["latency_ms_per_sample"],
+            },
             history=fit.history,
             levels=fit.levels,
         )
@@ -492,23 +554,10 @@ def run_cell(config: dict[str, Any], cell_id: str, grid: str, opts: RunOptions) 
         record["error"] = traceback.format_exc(limit=20)
         record.setdefault("method", config["distiller"]["name"])
     finally:
-        del teacher, student, model
+        teacher = student = model = None  # release before the next cell
         gc.collect()
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
     record["finished"] = time.time()
     record.setdefault("times", {})["total_s"] = time.perf_counter() - t_start
     return record
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    if n is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)

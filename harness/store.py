@@ -32,8 +32,20 @@ CREATE TABLE IF NOT EXISTS teachers (
 );
 """
 
-COLUMNS = ("id", "grid", "status", "reason", "dataset", "task", "teacher", "student",
-           "distiller", "pruner", "method", "seed")
+COLUMNS = (
+    "id",
+    "grid",
+    "status",
+    "reason",
+    "dataset",
+    "task",
+    "teacher",
+    "student",
+    "distiller",
+    "pruner",
+    "method",
+    "seed",
+)
 
 FINISHED = ("ok", "failed")
 
@@ -87,8 +99,15 @@ class Store:
             if t and not t.get("cached"):
                 self.conn.execute(
                     "INSERT OR REPLACE INTO teachers VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (t["key"], record.get("grid"), t["dataset"], t["task"], t["teacher"],
-                     t["seed"], json.dumps(t, default=str)),
+                    (
+                        t["key"],
+                        record.get("grid"),
+                        t["dataset"],
+                        t["task"],
+                        t["teacher"],
+                        t["seed"],
+                        json.dumps(t, default=str),
+                    ),
                 )
 
     def put_skipped(self, record: dict[str, Any]) -> None:
@@ -112,10 +131,14 @@ class Store:
         return [json.loads(r["record"]) for r in self.conn.execute(q, args)]
 
     def rows(self) -> list[sqlite3.Row]:
-        return list(self.conn.execute(
-            f"SELECT {', '.join(COLUMNS)}, finished FROM cells "
-            "ORDER BY grid, dataset, task, method, seed"))
+        return list(
+            self.conn.execute(
+                f"SELECT {', '.join(COLUMNS)}, finished FROM cells ORDER BY grid, dataset, task, method, seed"
+            )
+        )
 
     def teachers(self) -> list[dict[str, Any]]:
-        return [json.loads(r["record"]) for r in self.conn.execute(
-            "SELECT record FROM teachers ORDER BY dataset, task, teacher, seed")]
+        return [
+            json.loads(r["record"])
+            for r in self.conn.execute("SELECT record FROM teachers ORDER BY dataset, task, teacher, seed")
+        ]

@@ -38,8 +38,9 @@ class Task(ABC):
         """The task's training loss of the model's output on a batch."""
 
     @abstractmethod
-    def evaluate(self, model: nn.Module, split: TensorSplit, data: DataBundle,
-                 batch_size: int) -> dict[str, float]:
+    def evaluate(
+        self, model: nn.Module, split: TensorSplit, data: DataBundle, batch_size: int
+    ) -> dict[str, float]:
         """The task's metrics of `model` on `split` (eval mode, no gradients)."""
 
 
@@ -89,7 +90,7 @@ class Rating(Task):
             n += len(diff)
         model.train(was)
         mse = sq_sum / max(n, 1)
-        return {"mae": abs_sum / max(n, 1), "mse": mse, "rmse": mse ** 0.5}
+        return {"mae": abs_sum / max(n, 1), "mse": mse, "rmse": mse**0.5}
 
 
 TASK_OBJECTS: dict[str, Task] = {t.name: t for t in (Classification(), Rating())}

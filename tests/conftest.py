@@ -7,7 +7,6 @@ import pytest
 
 from harness import plugins
 
-
 TINY = """
 name: {name}
 datasets:
@@ -27,11 +26,19 @@ energy: {{inference_min_seconds: 0.0}}
 def write_grid(tmp_path: Path):
     """Write a grid file; by default a tiny imdb-movies grid that runs in seconds."""
 
-    def write(text: str | None = None, name: str = "tiny", features: str = "numerical",
-              distillers: str = "[none, kd]", seeds: str = "[0]", filename: str = "grid.yaml"
-              ) -> Path:
-        body = text if text is not None else TINY.format(
-            name=name, features=features, distillers=distillers, seeds=seeds)
+    def write(
+        text: str | None = None,
+        name: str = "tiny",
+        features: str = "numerical",
+        distillers: str = "[none, kd]",
+        seeds: str = "[0]",
+        filename: str = "grid.yaml",
+    ) -> Path:
+        body = (
+            text
+            if text is not None
+            else TINY.format(name=name, features=features, distillers=distillers, seeds=seeds)
+        )
         p = tmp_path / filename
         p.write_text(textwrap.dedent(body))
         return p

@@ -32,9 +32,21 @@ def test_tiny_grid_end_to_end_then_rerun_runs_nothing(write_grid, tmp_path, monk
     assert run("run", "--grid", str(grid)) == 0
     out = capsys.readouterr().out
     assert "4 to run" in out and "ran 4 cells: 4 ok, 0 failed" in out
-    md = (tmp_path / "runs/tiny/leaderboards/imdb-movies_features=numerical__rating.md").read_text()
-    for needle in ("| MAE", "| MSE", "Params", "Train J", "cpu-estimate", "Teacher (dcnn(channels=[4,8], hidden=8))",
-                   "| KD", "| DCNN", "**estimate**", "Hardware:", "Regenerate: `harness run"):
+    lb = tmp_path / "runs/tiny/leaderboards"
+    md = (lb / "imdb-movies_features=numerical__rating.md").read_text()
+    for needle in (
+        "| MAE",
+        "| MSE",
+        "Params",
+        "Train J",
+        "cpu-estimate",
+        "Teacher (dcnn(channels=[4,8], hidden=8))",
+        "| KD",
+        "| DCNN",
+        "**estimate**",
+        "Hardware:",
+        "Regenerate: `harness run",
+    ):
         assert needle in md, needle
     # the teacher was trained once per seed and reused by the KD cells
     db = sqlite3.connect(tmp_path / "runs/tiny/results.db")
@@ -77,8 +89,7 @@ class FailingPlugin:
 
 
 @pytest.mark.slow
-def test_failing_cells_are_recorded_and_the_rest_go_on(write_grid, tmp_path, monkeypatch, capsys,
-                                                      register):
+def test_failing_cells_are_recorded_and_the_rest_go_on(write_grid, tmp_path, monkeypatch, capsys, register):
     register(FailingPlugin(), "failing")
     monkeypatch.chdir(tmp_path)
     grid = write_grid(distillers="[none, nan-loss, explode]")
@@ -103,8 +114,9 @@ def test_failing_cells_are_recorded_and_the_rest_go_on(write_grid, tmp_path, mon
     assert "2 failed" in listed
 
 
-def test_dry_run_prints_plan_with_skips_and_writes_nothing(write_grid, tmp_path, monkeypatch,
-                                                          capsys, register):
+def test_dry_run_prints_plan_with_skips_and_writes_nothing(
+    write_grid, tmp_path, monkeypatch, capsys, register
+):
     from harness.api import Pruner
 
     class Structured(Pruner):
@@ -121,14 +133,16 @@ def test_dry_run_prints_plan_with_skips_and_writes_nothing(write_grid, tmp_path,
 
     register(P(), "structured-test")
     monkeypatch.chdir(tmp_path)
-    grid = write_grid(text="""
+    grid = write_grid(
+        text="""
         datasets: [{name: imdb-movies, features: [numerical, social]}]
         teacher: {model: dcnn, preset: teacher}
         student: {model: dcnn, preset: student}
         distillers: [none, kd]
         pruners: [none, needs-structure]
         seeds: 2
-    """)
+    """
+    )
     assert run("run", "--grid", str(grid), "--dry-run") == 0
     out = capsys.readouterr().out
     assert "16 cells: 8 to run, 8 incompatible" in out
@@ -142,46 +156,66 @@ def test_dry_run_prints_plan_with_skips_and_writes_nothing(write_grid, tmp_path,
 @pytest.mark.parametrize(
     "text, expected",
     [
-        ("datasets: [imdb-movies]\nteacher: {model: dcnn}\nstudent: {model: dcnn}\n"
-         "distillers: [none]\nbudjet: {epochs: 1}\n",
-         "grid.yaml:5: budjet: unknown key 'budjet' (closest: budget)"),
-        ("datasets: [imdb-movies]\nteacher: {model: dcnn}\nstudent: {model: dcnn}\n"
-         "distillers: [none]\nbudget: {epochs: many}\n",
-         "grid.yaml:5: budget.epochs: expected int, got str 'many'"),
-        ("datasets: [imdb-movies]\nteacher: {model: dcnn}\nstudent: {model: dcnn}\n"
-         "distillers: [none, kdd]\n",
-         "grid.yaml:4: distillers[1]: unknown distiller 'kdd' (closest: kd)"),
-        ("datasets: [imdb-moovies]\nteacher: {model: dcnn}\nstudent: {model: dcnn}\n"
-         "distillers: [none]\n",
-         "grid.yaml:1: datasets[0]: unknown dataset 'imdb-moovies' (closest: imdb-movies)"),
-        ("datasets: [imdb-movies]\nteacher: {model: dcn}\nstudent: {model: dcnn}\n"
-         "distillers: [none]\n",
-         "grid.yaml:2: teacher: unknown model 'dcn' (closest: dcnn)"),
-        ("datasets:\n  - name: imdb-movies\n    path: /no/such/movies.json\n"
-         "teacher: {model: dcnn}\nstudent: {model: dcnn}\ndistillers: [none]\n",
-         "grid.yaml:2: datasets[0].path: file not found: /no/such/movies.json"),
-        ("datasets:\n  - name: imdb-movies\n    feature: social\n"
-         "teacher: {model: dcnn}\nstudent: {model: dcnn}\ndistillers: [none]\n",
-         "unknown option 'feature' for dataset 'imdb-movies' (closest: features)"),
-        ("datasets: [imdb-movies]\nteacher: {model: dcnn}\nstudent: {model: dcnn}\n"
-         "distillers: [{name: kd, alpha: high}]\n",
-         "grid.yaml:4: distillers[0].alpha: expected float/int, got str 'high'"),
-        ("datasets: [imdb-movies]\nteacher: {model: dcnn}\nstudent: {model: dcnn}\n"
-         "distillers: [none]\nseeds: [0, zero]\n",
-         "grid.yaml:5: seeds[1]: expected an int seed, got 'zero'"),
-        ("datasets: [imdb-movies]\nteacher: {model: dcnn, preset: huge}\nstudent: {model: dcnn}\n"
-         "distillers: [none]\n",
-         "model 'dcnn' has no preset 'huge' (presets: teacher, student)"),
-        ("datasets: [imdb-movies]\nteacher: {model: dcnn}\nstudent: {model: dcnn}\n",
-         "grid.yaml:1: missing required key 'distillers'"),
-        ("datasets: [imdb-movies\nteacher: {model: dcnn}\n",
-         "grid.yaml:2: YAML syntax error"),
+        (
+            "datasets: [imdb-movies]\nteacher: {model: dcnn}\nstudent: {model: dcnn}\n"
+            "distillers: [none]\nbudjet: {epochs: 1}\n",
+            "grid.yaml:5: budjet: unknown key 'budjet' (closest: budget)",
+        ),
+        (
+            "datasets: [imdb-movies]\nteacher: {model: dcnn}\nstudent: {model: dcnn}\n"
+            "distillers: [none]\nbudget: {epochs: many}\n",
+            "grid.yaml:5: budget.epochs: expected int, got str 'many'",
+        ),
+        (
+            "datasets: [imdb-movies]\nteacher: {model: dcnn}\nstudent: {model: dcnn}\n"
+            "distillers: [none, kdd]\n",
+            "grid.yaml:4: distillers[1]: unknown distiller 'kdd' (closest: kd)",
+        ),
+        (
+            "datasets: [imdb-moovies]\nteacher: {model: dcnn}\nstudent: {model: dcnn}\ndistillers: [none]\n",
+            "grid.yaml:1: datasets[0]: unknown dataset 'imdb-moovies' (closest: imdb-movies)",
+        ),
+        (
+            "datasets: [imdb-movies]\nteacher: {model: dcn}\nstudent: {model: dcnn}\ndistillers: [none]\n",
+            "grid.yaml:2: teacher: unknown model 'dcn' (closest: dcnn)",
+        ),
+        (
+            "datasets:\n  - name: imdb-movies\n    path: /no/such/movies.json\n"
+            "teacher: {model: dcnn}\nstudent: {model: dcnn}\ndistillers: [none]\n",
+            "grid.yaml:2: datasets[0].path: file not found: /no/such/movies.json",
+        ),
+        (
+            "datasets:\n  - name: imdb-movies\n    feature: social\n"
+            "teacher: {model: dcnn}\nstudent: {model: dcnn}\ndistillers: [none]\n",
+            "unknown option 'feature' for dataset 'imdb-movies' (closest: features)",
+        ),
+        (
+            "datasets: [imdb-movies]\nteacher: {model: dcnn}\nstudent: {model: dcnn}\n"
+            "distillers: [{name: kd, alpha: high}]\n",
+            "grid.yaml:4: distillers[0].alpha: expected float/int, got str 'high'",
+        ),
+        (
+            "datasets: [imdb-movies]\nteacher: {model: dcnn}\nstudent: {model: dcnn}\n"
+            "distillers: [none]\nseeds: [0, zero]\n",
+            "grid.yaml:5: seeds[1]: expected an int seed, got 'zero'",
+        ),
+        (
+            "datasets: [imdb-movies]\nteacher: {model: dcnn, preset: huge}\nstudent: {model: dcnn}\n"
+            "distillers: [none]\n",
+            "model 'dcnn' has no preset 'huge' (presets: teacher, student)",
+        ),
+        (
+            "datasets: [imdb-movies]\nteacher: {model: dcnn}\nstudent: {model: dcnn}\n",
+            "grid.yaml:1: missing required key 'distillers'",
+        ),
+        ("datasets: [imdb-movies\nteacher: {model: dcnn}\n", "grid.yaml:2: YAML syntax error"),
         ("- just\n- a list\n", "grid.yaml:1: a grid is a mapping of keys"),
         ("", "grid.yaml:1: the grid file is empty"),
     ],
 )
-def test_bad_grid_is_one_line_exit_2_nothing_written(write_grid, tmp_path, monkeypatch, capsys,
-                                                     text, expected):
+def test_bad_grid_is_one_line_exit_2_nothing_written(
+    write_grid, tmp_path, monkeypatch, capsys, text, expected
+):
     monkeypatch.chdir(tmp_path)
     grid = write_grid(text=text)
     assert run("run", "--grid", str(grid)) == 2

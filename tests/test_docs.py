@@ -13,8 +13,7 @@ from harness import hookspecs
 from harness.grid import BUDGET, ENERGY, TOP_KEYS, TRAIN
 
 ROOT = Path(__file__).resolve().parents[1]
-HOOKS = [f for n, f in inspect.getmembers(hookspecs, inspect.isfunction)
-         if n.startswith("harness_")]
+HOOKS = [f for n, f in inspect.getmembers(hookspecs, inspect.isfunction) if n.startswith("harness_")]
 
 
 @pytest.mark.parametrize("hook", HOOKS, ids=lambda f: f.__name__)

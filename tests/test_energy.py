@@ -57,9 +57,11 @@ def fake_gpu(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", nv)
     syncs = []
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: syncs.append(device))
-    monkeypatch.setattr(torch.cuda, "get_device_properties",
-                        lambda i: types.SimpleNamespace(pci_domain_id=0, pci_bus_id=0x3B,
-                                                        pci_device_id=0))
+    monkeypatch.setattr(
+        torch.cuda,
+        "get_device_properties",
+        lambda i: types.SimpleNamespace(pci_domain_id=0, pci_bus_id=0x3B, pci_device_id=0),
+    )
     nv.syncs = syncs
     return nv
 

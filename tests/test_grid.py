@@ -28,43 +28,61 @@ def test_every_combination_is_a_cell(write_grid):
     assert labels == {"imdb-movies(features=numerical)", "imdb-movies(features=social)"}
     students = {c.describe()["student"] for c in grid.cells}
     assert students == {"dcnn:student", "dcnn(channels=[4], hidden=8)"}
-    alphas = sorted({c.config["distiller"]["params"]["alpha"]
-                     for c in grid.cells if c.config["distiller"]["name"] == "kd"})
+    alphas = sorted(
+        {
+            c.config["distiller"]["params"]["alpha"]
+            for c in grid.cells
+            if c.config["distiller"]["name"] == "kd"
+        }
+    )
     assert alphas == [0.5, 0.9]
     assert {c.seed for c in grid.cells} == {0, 1}
     assert grid.name == "grid"  # the file's stem
 
 
 def test_defaults_are_filled_so_explicit_defaults_hash_alike(write_grid, tmp_path):
-    a = load_grid(write_grid("""
+    a = load_grid(
+        write_grid(
+            """
         datasets: [imdb-movies]
         teacher: {model: dcnn}
         student: {model: dcnn}
         distillers: [kd]
-    """, filename="a.yaml"), get_registry())
-    b = load_grid(write_grid("""
+    """,
+            filename="a.yaml",
+        ),
+        get_registry(),
+    )
+    b = load_grid(
+        write_grid(
+            """
         datasets: [{name: imdb-movies, features: numerical}]
         teacher: {model: dcnn, kernel: 3}
         student: {model: dcnn}
         distillers: [{name: kd, T: 4, alpha: 0.9}]
         seeds: [0]
         budget: {epochs: 10}
-    """, filename="b.yaml"), get_registry())
+    """,
+            filename="b.yaml",
+        ),
+        get_registry(),
+    )
     assert [c.id for c in a.cells] == [c.id for c in b.cells]
 
 
 def test_energy_settings_do_not_change_the_cell_id(write_grid):
-    text = "datasets: [imdb-movies]\nteacher: {model: dcnn}\nstudent: {model: dcnn}\n" \
-           "distillers: [none]\n"
+    text = "datasets: [imdb-movies]\nteacher: {model: dcnn}\nstudent: {model: dcnn}\ndistillers: [none]\n"
     a = load_grid(write_grid(text, filename="a.yaml"), get_registry()).cells[0]
-    b = load_grid(write_grid(text + "energy: {inference_min_seconds: 3}\n", filename="b.yaml"),
-                  get_registry()).cells[0]
+    b = load_grid(
+        write_grid(text + "energy: {inference_min_seconds: 3}\n", filename="b.yaml"), get_registry()
+    ).cells[0]
     assert a.id == b.id == cell_id(b.config)
     assert b.config["energy"]["inference_min_seconds"] == 3.0
 
 
 def test_hparams_and_overrides_apply_per_method(write_grid):
-    grid = load_grid(write_grid("""
+    grid = load_grid(
+        write_grid("""
         datasets: [imdb-movies]
         teacher: {model: dcnn}
         student: {model: dcnn}
@@ -74,7 +92,9 @@ def test_hparams_and_overrides_apply_per_method(write_grid):
         teacher_train: {lr: 0.01}
         hparams: {kd: {alpha: 0.3}}
         overrides: {kd: {train: {lr: 0.1}, budget: {epochs: 7}}}
-    """), get_registry())
+    """),
+        get_registry(),
+    )
     by = {c.config["distiller"]["name"]: c.config for c in grid.cells}
     assert by["kd"]["distiller"]["params"]["alpha"] == 0.3
     assert by["kd"]["train"]["lr"] == 0.1 and by["kd"]["budget"]["epochs"] == 7
@@ -87,19 +107,26 @@ def test_hparams_and_overrides_apply_per_method(write_grid):
 
 def test_overrides_must_name_a_method_of_the_grid(write_grid):
     with pytest.raises(UsageError, match=r"grid.yaml:6: overrides.sad: 'sad' is not a distiller"):
-        load_grid(write_grid("""
+        load_grid(
+            write_grid("""
             datasets: [imdb-movies]
             teacher: {model: dcnn}
             student: {model: dcnn}
             distillers: [none, kd]
             overrides: {sad: {train: {lr: 0.1}}}
-        """), get_registry())
+        """),
+            get_registry(),
+        )
 
 
 def test_override_keys_are_checked_with_their_line(write_grid):
-    with pytest.raises(UsageError, match=r"grid.yaml:8: overrides.kd.budget.epoch: unknown key 'epoch' "
-                                         r"\(closest: epochs\)"):
-        load_grid(write_grid("""
+    with pytest.raises(
+        UsageError,
+        match=r"grid.yaml:8: overrides.kd.budget.epoch: unknown key 'epoch' "
+        r"\(closest: epochs\)",
+    ):
+        load_grid(
+            write_grid("""
             datasets: [imdb-movies]
             teacher: {model: dcnn}
             student: {model: dcnn}
@@ -107,40 +134,54 @@ def test_override_keys_are_checked_with_their_line(write_grid):
             overrides:
               kd:
                 budget: {epoch: 3}
-        """), get_registry())
+        """),
+            get_registry(),
+        )
 
 
 def test_repeated_entries_run_once(write_grid):
-    grid = load_grid(write_grid("""
+    grid = load_grid(
+        write_grid("""
         datasets: [imdb-movies, imdb-movies]
         teacher: {model: dcnn}
         student: {model: dcnn}
         distillers: [none]
-    """), get_registry())
+    """),
+        get_registry(),
+    )
     assert len(grid.cells) == 1
 
 
 def test_bool_is_not_a_number(write_grid):
     with pytest.raises(UsageError, match="budget.epochs: expected int, got bool True"):
-        load_grid(write_grid("""
+        load_grid(
+            write_grid("""
             datasets: [imdb-movies]
             teacher: {model: dcnn}
             student: {model: dcnn}
             distillers: [none]
             budget: {epochs: true}
-        """), get_registry())
+        """),
+            get_registry(),
+        )
 
 
 def test_choices_are_enforced(write_grid):
-    with pytest.raises(UsageError, match=r"train.optimizer: 'adamm' is not one of adam, adamw, "
-                                         r"sgd \(closest: adam"):
-        load_grid(write_grid("""
+    with pytest.raises(
+        UsageError,
+        match=r"train.optimizer: 'adamm' is not one of adam, adamw, "
+        r"sgd \(closest: adam",
+    ):
+        load_grid(
+            write_grid("""
             datasets: [imdb-movies]
             teacher: {model: dcnn}
             student: {model: dcnn}
             distillers: [none]
             train: {optimizer: adamm}
-        """), get_registry())
+        """),
+            get_registry(),
+        )
 
 
 def test_shipped_grids_validate():

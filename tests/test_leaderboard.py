@@ -8,21 +8,43 @@ from scipy import stats
 from harness.leaderboard import build_tables, paired_p, render, write_leaderboards
 from harness.store import Store
 
-ENV = {"cpu": "Test CPU", "cores": 2, "gpu": None, "device": "cpu", "python": "3.11",
-       "versions": {"harness": "0.1.0", "torch": "2.13.0"}, "git": "abc"}
+ENV = {
+    "cpu": "Test CPU",
+    "cores": 2,
+    "gpu": None,
+    "device": "cpu",
+    "python": "3.11",
+    "versions": {"harness": "0.1.0", "torch": "2.13.0"},
+    "git": "abc",
+}
 
 
 def rec(method, seed, mae, distiller="kd", status="ok", student="dcnn:student"):
     return {
-        "id": f"{method}-{seed}-{student}", "grid": "g", "status": status, "reason": None,
-        "dataset": "movies", "task": "rating", "teacher": "dcnn:teacher", "student": student,
-        "distiller": distiller, "pruner": "none", "method": method, "seed": seed,
+        "id": f"{method}-{seed}-{student}",
+        "grid": "g",
+        "status": status,
+        "reason": None,
+        "dataset": "movies",
+        "task": "rating",
+        "teacher": "dcnn:teacher",
+        "student": student,
+        "distiller": distiller,
+        "pruner": "none",
+        "method": method,
+        "seed": seed,
         "metrics": {"test": {"mae": mae, "mse": mae * mae, "rmse": mae}, "val": {}},
-        "size": {"params": 100, "nonzero_params": 100, "bytes": 2048, "flops": 400,
-                 "pct_of_teacher": 10.0},
-        "energy": {"train_j": 5.0 + seed, "meter": "cpu-estimate", "estimate": True,
-                   "detail": "estimate: 1.00 CPU-s × 10 W/core", "inference_j_per_1k": 0.1},
-        "times": {"train_s": 1.0}, "env": ENV, "command": "harness run --grid g.yaml",
+        "size": {"params": 100, "nonzero_params": 100, "bytes": 2048, "flops": 400, "pct_of_teacher": 10.0},
+        "energy": {
+            "train_j": 5.0 + seed,
+            "meter": "cpu-estimate",
+            "estimate": True,
+            "detail": "estimate: 1.00 CPU-s × 10 W/core",
+            "inference_j_per_1k": 0.1,
+        },
+        "times": {"train_s": 1.0},
+        "env": ENV,
+        "command": "harness run --grid g.yaml",
         "data_note": "a note about the data",
     }
 
@@ -33,7 +55,9 @@ def test_store_writes_one_row_per_cell_and_reports_status(tmp_path):
     s.put(rec("KD", 0, 0.7))  # rerun of the same cell replaces its row
     s.put(rec("KD", 1, 0.9, status="failed"))
     assert s.status_of(["KD-0-dcnn:student", "KD-1-dcnn:student", "nope"]) == {
-        "KD-0-dcnn:student": "ok", "KD-1-dcnn:student": "failed"}
+        "KD-0-dcnn:student": "ok",
+        "KD-1-dcnn:student": "failed",
+    }
     assert [r["metrics"]["test"]["mae"] for r in s.records(status="ok")] == [0.7]
     skipped = dict(rec("KD", 0, 0.0), status="skipped", reason="incompatible")
     s.put_skipped(skipped)  # never overwrites a finished cell
@@ -55,11 +79,19 @@ def test_table_has_mean_std_p_and_the_baseline():
     records = [rec("DCNN", s, m, distiller="none") for s, m in enumerate([0.90, 0.92, 0.91])]
     records += [rec("KD", s, m) for s, m in enumerate([0.80, 0.83, 0.81])]
     records.append(dict(rec("SAD", 0, 0), status="skipped", reason="needs features"))
-    teachers = [{"dataset": "movies", "task": "rating", "teacher": "dcnn:teacher", "seed": s,
-                 "metrics": {"test": {"mae": 0.7, "mse": 0.49, "rmse": 0.7}},
-                 "size": {"params": 1000, "nonzero_params": 1000, "bytes": 9000, "flops": 4000},
-                 "energy": {"train_j": 50.0, "meter": "cpu-estimate"},
-                 "times": {"train_s": 3.0}} for s in range(3)]
+    teachers = [
+        {
+            "dataset": "movies",
+            "task": "rating",
+            "teacher": "dcnn:teacher",
+            "seed": s,
+            "metrics": {"test": {"mae": 0.7, "mse": 0.49, "rmse": 0.7}},
+            "size": {"params": 1000, "nonzero_params": 1000, "bytes": 9000, "flops": 4000},
+            "energy": {"train_j": 50.0, "meter": "cpu-estimate"},
+            "times": {"train_s": 3.0},
+        }
+        for s in range(3)
+    ]
     t = build_tables(records, teachers)[("movies", "rating")]
     rows = {r[0]: r for r in t["rows"]}
     assert list(rows) == ["Teacher (dcnn:teacher)", "KD", "DCNN"]  # best MAE first
@@ -68,10 +100,17 @@ def test_table_has_mean_std_p_and_the_baseline():
     p = stats.ttest_rel([0.80, 0.83, 0.81], [0.90, 0.92, 0.91]).pvalue
     assert rows["KD"][5] == f"{p:.3g}"
     md = render("movies", "rating", t)
-    for needle in ("# movies — rating", "Data: a note about the data", "Test CPU (2 cores)",
-                   "`cpu-estimate`: **estimate**", "CPU-s × 10 W/core",
-                   "Regenerate: `harness run --grid g.yaml`", "Skipped cells (1)",
-                   "SAD: needs features", "| Teacher (dcnn:teacher)"):
+    for needle in (
+        "# movies — rating",
+        "Data: a note about the data",
+        "Test CPU (2 cores)",
+        "`cpu-estimate`: **estimate**",
+        "CPU-s × 10 W/core",
+        "Regenerate: `harness run --grid g.yaml`",
+        "Skipped cells (1)",
+        "SAD: needs features",
+        "| Teacher (dcnn:teacher)",
+    ):
         assert needle in md, needle
 
 

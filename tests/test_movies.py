@@ -23,7 +23,7 @@ from harness_movies.dcnn import DCNNFactory
 
 def load(**opts):
     params = ImdbMovies.resolve_params(opts, "test")
-    return ImdbMovies(**params).load("rating", 0)
+    return ImdbMovies(**params).load("rating")
 
 
 def test_vendored_file_is_the_one_on_its_card():
@@ -59,8 +59,7 @@ def test_each_feature_group_splits_by_year(group):
 def test_groups_join_and_differ():
     widths = {g: load(features=g).info["n_features"] for g in GROUPS}
     assert widths["textual"] == 256
-    assert load(features="numerical+social").info["n_features"] == (
-        widths["numerical"] + widths["social"])
+    assert load(features="numerical+social").info["n_features"] == (widths["numerical"] + widths["social"])
     assert load(features="all").info["n_features"] == sum(widths.values())
 
 
@@ -75,8 +74,11 @@ def test_split_years_are_options():
 
 
 def test_bad_options_name_the_place():
-    with pytest.raises(UsageError, match=r"here.features: unknown feature group 'socail' "
-                                         r"\(closest: social\)"):
+    with pytest.raises(
+        UsageError,
+        match=r"here.features: unknown feature group 'socail' "
+        r"\(closest: social\)",
+    ):
         ImdbMovies.resolve_params({"features": "socail"}, "here")
     with pytest.raises(UsageError, match="source imdb5000 needs the path"):
         ImdbMovies.resolve_params({"source": "imdb5000"}, "here")
@@ -92,10 +94,12 @@ def test_hashed_bag_is_stable_and_binary():
     assert (hashed_bag(["The Dark Knight"], 64) == a[:1]).all()
 
 
-IMDB_HEADER = ("movie_title,title_year,imdb_score,budget,duration,director_facebook_likes,"
-               "actor_1_facebook_likes,actor_2_facebook_likes,actor_3_facebook_likes,"
-               "cast_total_facebook_likes,movie_facebook_likes,content_rating,country,genres,"
-               "plot_keywords")
+IMDB_HEADER = (
+    "movie_title,title_year,imdb_score,budget,duration,director_facebook_likes,"
+    "actor_1_facebook_likes,actor_2_facebook_likes,actor_3_facebook_likes,"
+    "cast_total_facebook_likes,movie_facebook_likes,content_rating,country,genres,"
+    "plot_keywords"
+)
 
 
 def write_imdb5000(path, n=60):
@@ -114,15 +118,16 @@ def write_imdb5000(path, n=60):
 
 
 def write_tmdb(path, n=60):
-    rows = ["title,release_date,production_companies,spoken_languages,production_countries,"
-            "overview,tagline"]
+    rows = ["title,release_date,production_companies,spoken_languages,production_countries,overview,tagline"]
     for i in range(n):
         year = 2000 + i % 17
         companies = json.dumps([{"name": "A"}, {"name": "B"}][: 1 + i % 2]).replace('"', '""')
         langs = json.dumps([{"name": "English"}]).replace('"', '""')
         countries = json.dumps([{"name": "United States of America"}]).replace('"', '""')
-        rows.append(f'Film {i},{year}-0{1 + i % 9}-15,"{companies}","{langs}","{countries}",'
-                    f'A story about film {i},Tagline {i}')
+        rows.append(
+            f'Film {i},{year}-0{1 + i % 9}-15,"{companies}","{langs}","{countries}",'
+            f"A story about film {i},Tagline {i}"
+        )
     path.write_text("\n".join(rows) + "\n")
 
 
@@ -133,8 +138,12 @@ def test_reads_the_papers_imdb5000_and_tmdb_csvs(tmp_path):
     # the paper's protocol: train 2000-2012, validate 2013, test after 2013
     assert len(b.test) == sum(1 for i in range(60) if 2000 + i % 17 >= 2014)
     assert "IMDB-5000" in b.note and "not the seed paper's" not in b.note
-    merged = load(source="imdb5000", path=str(tmp_path / "movie_metadata.csv"),
-                  tmdb_path=str(tmp_path / "tmdb_5000_movies.csv"), features="all")
+    merged = load(
+        source="imdb5000",
+        path=str(tmp_path / "movie_metadata.csv"),
+        tmdb_path=str(tmp_path / "tmdb_5000_movies.csv"),
+        features="all",
+    )
     names = merged.info["feature_names"]
     assert "n_companies" in names and "release_month" in names
     assert any(n.startswith("production_countries=") for n in names)
@@ -157,9 +166,11 @@ def test_dcnn_shapes_features_and_presets():
         x = b.train["x"][:5]
         out = model(x)
         assert out.shape == (5,)
-        feats = []
-        hooks = [m.register_forward_hook(lambda _m, _i, o: feats.append(o))
-                 for m in model.feature_layers()]
+        feats: list[torch.Tensor] = []
+        hooks = [
+            m.register_forward_hook(lambda _m, _i, o, out=feats: out.append(o))
+            for m in model.feature_layers()
+        ]
         model(x)
         for h in hooks:
             h.remove()

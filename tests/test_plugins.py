@@ -52,14 +52,29 @@ def test_duplicate_name_is_rejected_naming_both_plugins():
     plugins.reset_registry()
 
 
-@pytest.mark.parametrize("bad, message", [
-    (object, "not a Distiller subclass"),
-    (type("NoName", (Distiller,), {"loss": lambda self, s: s.task_loss}), "without a valid name"),
-    (type("BadTask", (Distiller,), {"name": "bt", "tasks": frozenset({"regression"}),
-                                    "loss": lambda self, s: s.task_loss}), "unknown task"),
-    (type("BadNeeds", (Distiller,), {"name": "bn", "needs": frozenset({"gradients"}),
-                                     "loss": lambda self, s: s.task_loss}), "needs must be within"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (object, "not a Distiller subclass"),
+        (type("NoName", (Distiller,), {"loss": lambda self, s: s.task_loss}), "without a valid name"),
+        (
+            type(
+                "BadTask",
+                (Distiller,),
+                {"name": "bt", "tasks": frozenset({"regression"}), "loss": lambda self, s: s.task_loss},
+            ),
+            "unknown task",
+        ),
+        (
+            type(
+                "BadNeeds",
+                (Distiller,),
+                {"name": "bn", "needs": frozenset({"gradients"}), "loss": lambda self, s: s.task_loss},
+            ),
+            "needs must be within",
+        ),
+    ],
+)
 def test_invalid_registrations_are_refused(bad, message):
     class P:
         @hookimpl
@@ -138,7 +153,8 @@ def make_site(root: Path, broken: bool = False) -> Path:
     pkg = site / "harness_teachermatch"
     pkg.mkdir(parents=True)
     (pkg / "__init__.py").write_text(
-        example_plugin_code() if not broken else "raise ImportError('no gpu lib')\n")
+        example_plugin_code() if not broken else "raise ImportError('no gpu lib')\n"
+    )
     info = site / "harness_teachermatch-0.3.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: harness-teachermatch\nVersion: 0.3.0\n")
@@ -150,8 +166,14 @@ def make_site(root: Path, broken: bool = False) -> Path:
 def harness_cmd(args: list[str], site: Path, cwd: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(site))
     env.pop("HARNESS_PLUGINS", None)
-    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.mark.slow
@@ -163,7 +185,8 @@ def test_third_party_plugin_installed_as_pip_would(tmp_path):
     assert "harness-teachermatch 0.3.0" in row and "distiller: teacher-match" in row
     assert "teacher-match: regress on the teacher's predictions" in listed.stdout
 
-    (tmp_path / "grid.yaml").write_text(textwrap.dedent("""
+    (tmp_path / "grid.yaml").write_text(
+        textwrap.dedent("""
         name: third
         datasets: [{name: imdb-movies, features: social}]
         teacher: {model: dcnn, channels: [4, 8], hidden: 8}
@@ -172,7 +195,8 @@ def test_third_party_plugin_installed_as_pip_would(tmp_path):
         seeds: [0]
         budget: {epochs: 2, batch_size: 256}
         energy: {inference_min_seconds: 0.0}
-    """))
+    """)
+    )
     ran = harness_cmd(["run", "--grid", "grid.yaml"], site, tmp_path)
     assert ran.returncode == 0, ran.stdout + ran.stderr
     md = (tmp_path / "runs/third/leaderboards/imdb-movies_features=social__rating.md").read_text()

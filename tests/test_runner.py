@@ -72,8 +72,13 @@ def toy_data(n=256, d=4, seed=0):
     x = torch.randn(n, d, generator=g)
     y = x @ torch.tensor([1.0, -2.0, 0.5, 0.0]) + 0.1 * torch.randn(n, generator=g)
     split = TensorSplit({"x": x, "y": y})
-    return DataBundle("rating", split, TensorSplit({"x": x[:64], "y": y[:64]}), split,
-                      info={"target_mean": 0.0, "target_std": 1.0})
+    return DataBundle(
+        "rating",
+        split,
+        TensorSplit({"x": x[:64], "y": y[:64]}),
+        split,
+        info={"target_mean": 0.0, "target_std": 1.0},
+    )
 
 
 class Linear(nn.Module):
@@ -88,8 +93,16 @@ class Linear(nn.Module):
         return [self.body]
 
 
-TRAIN = {"optimizer": "sgd", "lr": 0.05, "weight_decay": 0.0, "momentum": 0.0, "nesterov": False,
-         "milestones": [], "gamma": 0.1, "grad_clip": None}
+TRAIN = {
+    "optimizer": "sgd",
+    "lr": 0.05,
+    "weight_decay": 0.0,
+    "momentum": 0.0,
+    "nesterov": False,
+    "milestones": [],
+    "gamma": 0.1,
+    "grad_clip": None,
+}
 
 
 def test_training_reduces_the_loss_and_nan_fails_the_cell():
@@ -104,8 +117,7 @@ def test_training_reduces_the_loss_and_nan_fails_the_cell():
     assert after < 0.1 * before
     assert len(hist) == 5 and hist[-1]["loss"] < hist[0]["loss"]
     with pytest.raises(CellError, match="loss became nan in epoch 1"):
-        train_model(model, data, task, dict(TRAIN, lr=float("nan")), 2, 32,
-                    torch.Generator().manual_seed(0))
+        train_model(model, data, task, dict(TRAIN, lr=float("nan")), 2, 32, torch.Generator().manual_seed(0))
 
 
 def test_best_val_returns_the_best_epoch_not_the_last():
@@ -121,14 +133,24 @@ def test_best_val_returns_the_best_epoch_not_the_last():
                 m.body.weight.add_(10.0)
 
     hist = []
-    best = train_model(model, data, task, dict(TRAIN, lr=1e-9), 2, 32,
-                       torch.Generator().manual_seed(0), select="best_val",
-                       on_epoch_end=sabotage, history=hist)
+    best = train_model(
+        model,
+        data,
+        task,
+        dict(TRAIN, lr=1e-9),
+        2,
+        32,
+        torch.Generator().manual_seed(0),
+        select="best_val",
+        on_epoch_end=sabotage,
+        history=hist,
+    )
     assert best is not model
     assert hist[1]["val_mae"] > 5 * hist[0]["val_mae"]
     assert torch.allclose(best.body.weight, good.body.weight, atol=1e-5)
-    last = train_model(model, data, task, dict(TRAIN, lr=1e-9), 1, 32,
-                       torch.Generator().manual_seed(0), select="last")
+    last = train_model(
+        model, data, task, dict(TRAIN, lr=1e-9), 1, 32, torch.Generator().manual_seed(0), select="last"
+    )
     assert last is model
 
 
@@ -150,8 +172,7 @@ def test_kd_loss_by_hand():
     y = torch.tensor([0, 1, 2, 3])
     ce = F.cross_entropy(s, y)
     kd = KnowledgeDistillation(T=2.0, alpha=0.7)
-    got = kd.loss(Step(batch={"y": y}, task="classification", student_out=s, task_loss=ce,
-                       teacher_out=t))
+    got = kd.loss(Step(batch={"y": y}, task="classification", student_out=s, task_loss=ce, teacher_out=t))
     p_t = torch.softmax(t / 2, dim=1)
     log_p_s = torch.log_softmax(s / 2, dim=1)
     kl = (p_t * (torch.log(p_t) - log_p_s)).sum(dim=1).mean()
@@ -161,16 +182,21 @@ def test_kd_loss_by_hand():
     mse = torch.tensor(0.25)
     got = kd.loss(Step(batch={}, task="rating", student_out=sr, task_loss=mse, teacher_out=tr))
     assert got.item() == pytest.approx(0.3 * 0.25 + 0.7 * (1 + 4) / 2)
-    assert NoDistillation().loss(Step(batch={}, task="rating", student_out=sr,
-                                      task_loss=mse)).item() == 0.25
+    assert NoDistillation().loss(Step(batch={}, task="rating", student_out=sr, task_loss=mse)).item() == 0.25
 
 
 def test_kd_gradient_reaches_the_student_only():
     s = torch.randn(3, 4, requires_grad=True)
     t = torch.randn(3, 4, requires_grad=True)
     loss = KnowledgeDistillation(T=4.0, alpha=1.0).loss(
-        Step(batch={}, task="classification", student_out=s, task_loss=torch.tensor(0.0),
-             teacher_out=t.detach()))
+        Step(
+            batch={},
+            task="classification",
+            student_out=s,
+            task_loss=torch.tensor(0.0),
+            teacher_out=t.detach(),
+        )
+    )
     loss.backward()
     assert s.grad is not None and s.grad.abs().sum() > 0 and t.grad is None
 

@@ -98,8 +98,7 @@ class NvmlEnergyCounter(EnergyMeter):
         _sync(self.device)
         e1 = self.nv.nvmlDeviceGetTotalEnergyConsumption(self.handle)
         seconds = time.perf_counter() - self._t0
-        return EnergyReading((e1 - self._e0) / 1000.0, seconds, self.name, False,
-                             "whole GPU, all processes")
+        return EnergyReading((e1 - self._e0) / 1000.0, seconds, self.name, False, "whole GPU, all processes")
 
 
 class NvmlPowerSampling(EnergyMeter):
@@ -141,13 +140,18 @@ class NvmlPowerSampling(EnergyMeter):
         if self._thread is not None:
             self._thread.join()
         self._sample()
-        return EnergyReading(integrate(self._samples), self._samples[-1][0] - self._samples[0][0],
-                             self.name, False, f"whole GPU, sampled every {self.interval}s")
+        return EnergyReading(
+            integrate(self._samples),
+            self._samples[-1][0] - self._samples[0][0],
+            self.name,
+            False,
+            f"whole GPU, sampled every {self.interval}s",
+        )
 
 
 def integrate(samples: list[tuple[float, float]]) -> float:
     """Trapezoid integral of (time s, power W) samples, in joules."""
-    return sum((t1 - t0) * (p0 + p1) / 2 for (t0, p0), (t1, p1) in zip(samples, samples[1:]))
+    return sum((t1 - t0) * (p0 + p1) / 2 for (t0, p0), (t1, p1) in zip(samples, samples[1:], strict=False))
 
 
 def rapl_root() -> Path:
@@ -203,10 +207,11 @@ class Rapl(EnergyMeter):
         e1 = self._read()
         seconds = time.perf_counter() - self._t0
         uj = 0
-        for a, b, rng in zip(self._e0, e1, self.ranges):
+        for a, b, rng in zip(self._e0, e1, self.ranges, strict=True):
             uj += b - a if b >= a else b + rng - a  # the counter wrapped
-        return EnergyReading(uj / 1e6, seconds, self.name, False,
-                             f"{len(self.pkgs)} CPU package(s), all processes")
+        return EnergyReading(
+            uj / 1e6, seconds, self.name, False, f"{len(self.pkgs)} CPU package(s), all processes"
+        )
 
 
 class CpuTimeEstimate(EnergyMeter):
@@ -236,5 +241,6 @@ class CpuTimeEstimate(EnergyMeter):
         _sync(self.device)
         cpu = self._cpu_seconds() - self._c0
         seconds = time.perf_counter() - self._t0
-        return EnergyReading(cpu * self.watts, seconds, self.name, True,
-                             f"estimate: {cpu:.2f} CPU-s × {self.watts:g} W/core")
+        return EnergyReading(
+            cpu * self.watts, seconds, self.name, True, f"estimate: {cpu:.2f} CPU-s × {self.watts:g} W/core"
+        )

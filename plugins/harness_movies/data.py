@@ -82,8 +82,9 @@ def clean_vega(raw: list[dict[str, Any]]) -> tuple[pd.DataFrame, dict[str, int]]
     df["date"] = dates
     numeric_title = df["Title"].map(lambda t: isinstance(t, (int, float)) and not pd.isna(t))
     fixes["numeric_titles"] = int(numeric_title.sum())
-    df["Title"] = df["Title"].map(lambda t: "" if t is None or (isinstance(t, float) and pd.isna(t))
-                                  else str(t))
+    df["Title"] = df["Title"].map(
+        lambda t: "" if t is None or (isinstance(t, float) and pd.isna(t)) else str(t)
+    )
     tiny = df["Production Budget"] < 1000
     fixes["implausible_budgets"] = int(tiny.sum())
     df.loc[tiny, "Production Budget"] = np.nan
@@ -102,31 +103,41 @@ def vega_table(path: Path) -> tuple[Table, dict[str, int]]:
     except (OSError, json.JSONDecodeError) as e:
         raise UsageError(f"{path}: cannot read a vega movies JSON file: {e}") from None
     df, fixes = clean_vega(raw)
-    frame = pd.DataFrame({
-        "year": df["date"].dt.year.astype(int),
-        "target": df["IMDB Rating"].astype(float),
-        "budget": df["Production Budget"],
-        "us_gross": df["US Gross"],
-        "worldwide_gross": df["Worldwide Gross"],
-        "dvd_sales": df["US DVD Sales"],
-        "running_time": df["Running Time min"],
-        "release_year": df["date"].dt.year,
-        "release_month": df["date"].dt.month,
-        "release_weekday": df["date"].dt.weekday,
-        "imdb_votes": df["IMDB Votes"],
-        "rotten_tomatoes": df["Rotten Tomatoes Rating"],
-        "mpaa": df["MPAA Rating"],
-        "genre": df["Major Genre"],
-        "distributor": df["Distributor"],
-        "source": df["Source"],
-        "creative_type": df["Creative Type"],
-        "director": df["Director"],
-        "title": df["Title"],
-    })
+    frame = pd.DataFrame(
+        {
+            "year": df["date"].dt.year.astype(int),
+            "target": df["IMDB Rating"].astype(float),
+            "budget": df["Production Budget"],
+            "us_gross": df["US Gross"],
+            "worldwide_gross": df["Worldwide Gross"],
+            "dvd_sales": df["US DVD Sales"],
+            "running_time": df["Running Time min"],
+            "release_year": df["date"].dt.year,
+            "release_month": df["date"].dt.month,
+            "release_weekday": df["date"].dt.weekday,
+            "imdb_votes": df["IMDB Votes"],
+            "rotten_tomatoes": df["Rotten Tomatoes Rating"],
+            "mpaa": df["MPAA Rating"],
+            "genre": df["Major Genre"],
+            "distributor": df["Distributor"],
+            "source": df["Source"],
+            "creative_type": df["Creative Type"],
+            "director": df["Director"],
+            "title": df["Title"],
+        }
+    )
     table = Table(
         frame,
-        numerical=["budget", "us_gross", "worldwide_gross", "dvd_sales", "running_time",
-                   "release_year", "release_month", "release_weekday"],
+        numerical=[
+            "budget",
+            "us_gross",
+            "worldwide_gross",
+            "dvd_sales",
+            "running_time",
+            "release_year",
+            "release_month",
+            "release_weekday",
+        ],
         social=["imdb_votes", "rotten_tomatoes"],
         categorical=["mpaa", "genre", "distributor", "source", "creative_type", "director"],
         textual=["title"],
@@ -167,26 +178,27 @@ def imdb5000_table(path: Path, tmdb_path: Path | None) -> Table:
     imdb = imdb[imdb["imdb_score"].notna() & imdb["title_year"].notna()].copy()
     imdb["key"] = imdb["movie_title"].map(_norm_title) + "|" + imdb["title_year"].astype(int).astype(str)
     imdb = imdb.drop_duplicates("key")
-    frame = pd.DataFrame({
-        "year": imdb["title_year"].astype(int),
-        "target": imdb["imdb_score"].astype(float),
-        "budget": imdb.get("budget"),
-        "duration": imdb.get("duration"),
-        "release_year": imdb["title_year"],
-        "director_likes": imdb.get("director_facebook_likes"),
-        "actor1_likes": imdb.get("actor_1_facebook_likes"),
-        "actor2_likes": imdb.get("actor_2_facebook_likes"),
-        "actor3_likes": imdb.get("actor_3_facebook_likes"),
-        "cast_likes": imdb.get("cast_total_facebook_likes"),
-        "movie_likes": imdb.get("movie_facebook_likes"),
-        "content_rating": imdb.get("content_rating"),
-        "country": imdb.get("country"),
-        "genres": imdb.get("genres", pd.Series(dtype=object)).map(_pipes),
-        "title": imdb["movie_title"].astype(str).str.replace("\xa0", " ").str.strip(),
-        "keywords": imdb.get("plot_keywords", pd.Series(dtype=object)).map(
-            lambda c: " ".join(_pipes(c))),
-        "key": imdb["key"],
-    }).reset_index(drop=True)
+    frame = pd.DataFrame(
+        {
+            "year": imdb["title_year"].astype(int),
+            "target": imdb["imdb_score"].astype(float),
+            "budget": imdb.get("budget"),
+            "duration": imdb.get("duration"),
+            "release_year": imdb["title_year"],
+            "director_likes": imdb.get("director_facebook_likes"),
+            "actor1_likes": imdb.get("actor_1_facebook_likes"),
+            "actor2_likes": imdb.get("actor_2_facebook_likes"),
+            "actor3_likes": imdb.get("actor_3_facebook_likes"),
+            "cast_likes": imdb.get("cast_total_facebook_likes"),
+            "movie_likes": imdb.get("movie_facebook_likes"),
+            "content_rating": imdb.get("content_rating"),
+            "country": imdb.get("country"),
+            "genres": imdb.get("genres", pd.Series(dtype=object)).map(_pipes),
+            "title": imdb["movie_title"].astype(str).str.replace("\xa0", " ").str.strip(),
+            "keywords": imdb.get("plot_keywords", pd.Series(dtype=object)).map(lambda c: " ".join(_pipes(c))),
+            "key": imdb["key"],
+        }
+    ).reset_index(drop=True)
     numerical = ["budget", "duration", "release_year"]
     categorical = ["content_rating", "country"]
     multi = ["genres"]
@@ -199,19 +211,24 @@ def imdb5000_table(path: Path, tmdb_path: Path | None) -> Table:
         if not {"title", "release_date"} <= set(tmdb.columns):
             raise UsageError(f"{tmdb_path}: not a tmdb_5000_movies.csv (needs title, release_date)")
         date = pd.to_datetime(tmdb["release_date"], errors="coerce")
-        tmdb = pd.DataFrame({
-            "key": tmdb["title"].map(_norm_title) + "|" + date.dt.year.astype("Int64").astype(str),
-            "release_month": date.dt.month,
-            "release_day": date.dt.day,
-            "n_companies": tmdb.get("production_companies", pd.Series(dtype=object)).map(
-                lambda c: len(_json_names(c))),
-            "n_languages": tmdb.get("spoken_languages", pd.Series(dtype=object)).map(
-                lambda c: len(_json_names(c))),
-            "production_countries": tmdb.get("production_countries", pd.Series(dtype=object)).map(
-                _json_names),
-            "overview": tmdb.get("overview", pd.Series(dtype=object)).fillna("").astype(str),
-            "tagline": tmdb.get("tagline", pd.Series(dtype=object)).fillna("").astype(str),
-        }).drop_duplicates("key")
+        tmdb = pd.DataFrame(
+            {
+                "key": tmdb["title"].map(_norm_title) + "|" + date.dt.year.astype("Int64").astype(str),
+                "release_month": date.dt.month,
+                "release_day": date.dt.day,
+                "n_companies": tmdb.get("production_companies", pd.Series(dtype=object)).map(
+                    lambda c: len(_json_names(c))
+                ),
+                "n_languages": tmdb.get("spoken_languages", pd.Series(dtype=object)).map(
+                    lambda c: len(_json_names(c))
+                ),
+                "production_countries": tmdb.get("production_countries", pd.Series(dtype=object)).map(
+                    _json_names
+                ),
+                "overview": tmdb.get("overview", pd.Series(dtype=object)).fillna("").astype(str),
+                "tagline": tmdb.get("tagline", pd.Series(dtype=object)).fillna("").astype(str),
+            }
+        ).drop_duplicates("key")
         frame = frame.merge(tmdb, on="key", how="left")
         numerical += ["release_month", "release_day", "n_companies", "n_languages"]
         multi += ["production_countries"]
@@ -221,12 +238,28 @@ def imdb5000_table(path: Path, tmdb_path: Path | None) -> Table:
     for col in textual:
         frame[col] = frame[col].fillna("").astype(str)
     return Table(
-        frame, numerical=numerical,
-        social=["director_likes", "actor1_likes", "actor2_likes", "actor3_likes", "cast_likes",
-                "movie_likes"],
-        categorical=categorical, multi=multi, textual=textual,
-        log_columns={"budget", "director_likes", "actor1_likes", "actor2_likes", "actor3_likes",
-                     "cast_likes", "movie_likes"},
+        frame,
+        numerical=numerical,
+        social=[
+            "director_likes",
+            "actor1_likes",
+            "actor2_likes",
+            "actor3_likes",
+            "cast_likes",
+            "movie_likes",
+        ],
+        categorical=categorical,
+        multi=multi,
+        textual=textual,
+        log_columns={
+            "budget",
+            "director_likes",
+            "actor1_likes",
+            "actor2_likes",
+            "actor3_likes",
+            "cast_likes",
+            "movie_likes",
+        },
         source="IMDB-5000" + (" + TMDB-5000" if tmdb_path is not None else ""),
     )
 
@@ -242,14 +275,15 @@ def hashed_bag(texts: list[str], dim: int) -> np.ndarray:
     out = np.zeros((len(texts), dim), dtype=np.float32)
     for i, text in enumerate(texts):
         toks = TOKEN.findall(text.lower())
-        grams = toks + [f"{a} {b}" for a, b in zip(toks, toks[1:])]
+        grams = toks + [f"{a} {b}" for a, b in zip(toks, toks[1:], strict=False)]
         for g in grams:
             out[i, zlib.crc32(g.encode()) % dim] = 1.0
     return out
 
 
-def encode(table: Table, groups: list[str], train_mask: np.ndarray, text_dim: int,
-           max_categories: int) -> tuple[np.ndarray, list[str]]:
+def encode(
+    table: Table, groups: list[str], train_mask: np.ndarray, text_dim: int, max_categories: int
+) -> tuple[np.ndarray, list[str]]:
     """Encode the chosen feature groups; every statistic comes from the training rows."""
     df = table.frame
     blocks: list[np.ndarray] = []
@@ -317,23 +351,38 @@ def parse_groups(value: str) -> list[str]:
 class ImdbMovies(Dataset):
     name = "imdb-movies"
     label = "IMDB movies"
-    description = ("film rating from numerical, social, categorical or textual attributes "
-                   "(seed 000's movie task); vendored vega movies, or IMDB-5000/TMDB-5000 CSVs")
+    description = (
+        "film rating from numerical, social, categorical or textual attributes "
+        "(seed 000's movie task); vendored vega movies, or IMDB-5000/TMDB-5000 CSVs"
+    )
     tasks = frozenset({"rating"})
     params = {
-        "features": Param("numerical", "feature group: numerical, social, categorical, textual; "
-                          "join with + (numerical+social) or say all"),
-        "source": Param("vega", "vega (vendored file) or imdb5000 (movie_metadata.csv)",
-                        choices=("vega", "imdb5000")),
-        "path": Param(None, "data file: a vega movies JSON (source vega; default: the vendored "
-                      "copy) or movie_metadata.csv (source imdb5000)", type=str),
+        "features": Param(
+            "numerical",
+            "feature group: numerical, social, categorical, textual; "
+            "join with + (numerical+social) or say all",
+        ),
+        "source": Param(
+            "vega", "vega (vendored file) or imdb5000 (movie_metadata.csv)", choices=("vega", "imdb5000")
+        ),
+        "path": Param(
+            None,
+            "data file: a vega movies JSON (source vega; default: the vendored "
+            "copy) or movie_metadata.csv (source imdb5000)",
+            type=str,
+        ),
         "tmdb_path": Param(None, "tmdb_5000_movies.csv to merge with IMDB-5000", type=str),
-        "test_from_year": Param(None, "first release year of the test split "
-                                "(default: 2007 for vega, 2014 for imdb5000)", type=int),
-        "val_from_year": Param(None, "first release year of the validation split "
-                               "(default: 2005 for vega, 2013 for imdb5000)", type=int),
-        "train_from_year": Param(None, "drop films released earlier "
-                                 "(default: none for vega, 2000 for imdb5000)", type=int),
+        "test_from_year": Param(
+            None, "first release year of the test split (default: 2007 for vega, 2014 for imdb5000)", type=int
+        ),
+        "val_from_year": Param(
+            None,
+            "first release year of the validation split (default: 2005 for vega, 2013 for imdb5000)",
+            type=int,
+        ),
+        "train_from_year": Param(
+            None, "drop films released earlier (default: none for vega, 2000 for imdb5000)", type=int
+        ),
         "text_dim": Param(256, "buckets of the hashed bag of words (textual)"),
         "max_categories": Param(50, "most frequent training values kept per categorical column"),
     }
@@ -346,8 +395,10 @@ class ImdbMovies(Dataset):
             if g not in GROUPS:
                 from harness.errors import closest
 
-                raise UsageError(f"{where}.features: unknown feature group {g!r}"
-                                 + (closest(g, GROUPS) or f" (groups: {', '.join(GROUPS)})"))
+                raise UsageError(
+                    f"{where}.features: unknown feature group {g!r}"
+                    + (closest(g, GROUPS) or f" (groups: {', '.join(GROUPS)})")
+                )
         if params["source"] == "imdb5000" and not params["path"]:
             raise UsageError(f"{where}.path: source imdb5000 needs the path of movie_metadata.csv")
         if params["tmdb_path"] and params["source"] != "imdb5000":
@@ -369,7 +420,7 @@ class ImdbMovies(Dataset):
             return imdb5000_table(Path(p["path"]).expanduser(), tmdb), {}
         return vega_table(Path(p["path"]).expanduser() if p["path"] else VEGA_FILE)
 
-    def load(self, task: str, seed: int) -> DataBundle:
+    def load(self, task: str) -> DataBundle:
         p = self.hparams
         table, fixes = self.table()
         d_train, d_val, d_test = self.DEFAULT_YEARS[p["source"]]
@@ -386,8 +437,10 @@ class ImdbMovies(Dataset):
         train_m = ~test_m & ~val_m
         for name, m in (("train", train_m), ("validation", val_m), ("test", test_m)):
             if m.sum() < 2:
-                raise UsageError(f"imdb-movies: the {name} split has {int(m.sum())} films "
-                                 f"(years: train < {val_from} <= val < {test_from} <= test)")
+                raise UsageError(
+                    f"imdb-movies: the {name} split has {int(m.sum())} films "
+                    f"(years: train < {val_from} <= val < {test_from} <= test)"
+                )
         groups = parse_groups(p["features"])
         x, names = encode(table, groups, train_m, p["text_dim"], p["max_categories"])
         y = df["target"].to_numpy(dtype=np.float32)
@@ -395,18 +448,30 @@ class ImdbMovies(Dataset):
         ys = (y - mean) / std
 
         def split(m: np.ndarray) -> TensorSplit:
-            return TensorSplit({"x": torch.from_numpy(x[m].copy()),
-                                "y": torch.from_numpy(ys[m].copy())})
+            return TensorSplit({"x": torch.from_numpy(x[m].copy()), "y": torch.from_numpy(ys[m].copy())})
 
-        note = (f"{table.source}, features {'+'.join(groups)} ({x.shape[1]} inputs); "
-                f"train < {val_from} <= val < {test_from} <= test by release year "
-                f"({int(train_m.sum())}/{int(val_m.sum())}/{int(test_m.sum())} films)")
+        note = (
+            f"{table.source}, features {'+'.join(groups)} ({x.shape[1]} inputs); "
+            f"train < {val_from} <= val < {test_from} <= test by release year "
+            f"({int(train_m.sum())}/{int(val_m.sum())}/{int(test_m.sum())} films)"
+        )
         if p["source"] == "vega":
-            note += ("; not the seed paper's IMDB-5000/TMDB-5000 file, so figures are not "
-                     "comparable with its Table 4")
+            note += (
+                "; not the seed paper's IMDB-5000/TMDB-5000 file, so figures are not "
+                "comparable with its Table 4"
+            )
         return DataBundle(
-            task="rating", train=split(train_m), val=split(val_m), test=split(test_m),
-            info={"n_features": x.shape[1], "feature_names": names, "target_mean": mean,
-                  "target_std": std, "cleaning": fixes, "groups": groups},
+            task="rating",
+            train=split(train_m),
+            val=split(val_m),
+            test=split(test_m),
+            info={
+                "n_features": x.shape[1],
+                "feature_names": names,
+                "target_mean": mean,
+                "target_std": std,
+                "cleaning": fixes,
+                "groups": groups,
+            },
             note=note,
         )

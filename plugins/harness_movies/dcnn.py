@@ -20,23 +20,25 @@ from harness.api import DataBundle, ModelFactory, Param
 
 
 class DCNN(nn.Module):
-    def __init__(self, n_features: int, channels: list[int], kernel: int, hidden: int,
-                 dropout: float) -> None:
+    def __init__(
+        self, n_features: int, channels: list[int], kernel: int, hidden: int, dropout: float
+    ) -> None:
         super().__init__()
         stages = []
         c_in, length = 1, n_features
         for c in channels:
-            stages.append(nn.Sequential(
-                nn.Conv1d(c_in, c, kernel, padding=kernel // 2),
-                nn.BatchNorm1d(c),
-                nn.ReLU(inplace=True),
-                nn.MaxPool1d(2, ceil_mode=True) if length > 1 else nn.Identity(),
-            ))
+            stages.append(
+                nn.Sequential(
+                    nn.Conv1d(c_in, c, kernel, padding=kernel // 2),
+                    nn.BatchNorm1d(c),
+                    nn.ReLU(inplace=True),
+                    nn.MaxPool1d(2, ceil_mode=True) if length > 1 else nn.Identity(),
+                )
+            )
             length = (length + 1) // 2 if length > 1 else 1
             c_in = c
         self.stages = nn.ModuleList(stages)
-        self.hidden = nn.Sequential(nn.Flatten(), nn.Linear(c_in * length, hidden),
-                                    nn.ReLU(inplace=True))
+        self.hidden = nn.Sequential(nn.Flatten(), nn.Linear(c_in * length, hidden), nn.ReLU(inplace=True))
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(hidden, 1)
 
@@ -83,5 +85,4 @@ class DCNNFactory(ModelFactory):
 
     def build(self, data: DataBundle) -> nn.Module:
         p = self.hparams
-        return DCNN(data.info["n_features"], list(p["channels"]), p["kernel"], p["hidden"],
-                    p["dropout"])
+        return DCNN(data.info["n_features"], list(p["channels"]), p["kernel"], p["hidden"], p["dropout"])
