@@ -242,3 +242,25 @@ def test_classification_metrics():
     data = DataBundle("classification", split, split, split)
     m = get_task("classification").evaluate(Fixed(), split, data, 3)
     assert m == {"top1_error": 50.0, "accuracy": 50.0}
+
+
+def test_device_resolution_uses_cuda_when_present(monkeypatch):
+    from harness.errors import UsageError
+    from harness.runner import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == "cpu"
+    with pytest.raises(UsageError, match="CUDA is not available"):
+        resolve_device("cuda:0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == "cuda"
+    assert resolve_device("cuda:1") == "cuda:1"
+    assert resolve_device("cpu") == "cpu"
+
+
+def test_bundles_move_every_split_to_the_device():
+    data = toy_data()
+    moved = data.to("meta")  # a device without storage: placement is checked, not compute
+    for split in (moved.train, moved.val, moved.test):
+        assert all(t.device.type == "meta" for t in split.tensors.values())
+    assert moved.info is data.info and moved.task == data.task
