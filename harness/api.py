@@ -189,6 +189,10 @@ class DataBundle:
     standardised target and scored after undoing it).
     note: one line the leaderboard prints under the dataset's heading (e.g. that the
     data is not the paper's file, or that it is a synthetic stand-in).
+    transform: optional `transform(batch, train, generator) -> batch`, applied by the
+    harness to every batch on the device before the models see it: augmentation when
+    train is True (drawing randomness from `generator`, a generator on the batch's
+    device), normalisation always. Teacher and student see the same transformed batch.
     """
 
     task: str
@@ -197,6 +201,9 @@ class DataBundle:
     test: TensorSplit
     info: dict[str, Any] = field(default_factory=dict)
     note: str = ""
+    transform: (
+        Callable[[dict[str, torch.Tensor], bool, torch.Generator | None], dict[str, torch.Tensor]] | None
+    ) = None
 
     def to(self, device: torch.device | str) -> DataBundle:
         return DataBundle(
@@ -206,7 +213,33 @@ class DataBundle:
             self.test.to(device),
             self.info,
             self.note,
+            self.transform,
         )
+
+    def prepare(
+        self,
+        batch: dict[str, torch.Tensor],
+        train: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The batch as models see it (the dataset's transform, if any)."""
+        return batch if self.transform is None else self.transform(batch, train, generator)
+
+    def batches(
+        self,
+        split: str,
+        batch_size: int,
+        train: bool = False,
+        generator: torch.Generator | None = None,
+        aug_generator: torch.Generator | None = None,
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """Prepared batches of a split; shuffled (with `generator`) and augmented (with
+        `aug_generator`) when train is True. In training a last batch of one sample is
+        dropped (batch normalisation cannot train on it)."""
+        for batch in getattr(self, split).batches(batch_size, shuffle=train, generator=generator):
+            if train and len(next(iter(batch.values()))) < 2:
+                continue
+            yield self.prepare(batch, train, aug_generator)
 
 
 class Dataset(Component):
@@ -222,6 +255,21 @@ class Dataset(Component):
     @abstractmethod
     def load(self, task: str) -> DataBundle:
         """Return the train/val/test splits for `task` (one of `tasks`)."""
+
+    def location(self) -> str:
+        """Where the data is read from (shown by `harness datasets`)."""
+        return "shipped with its plugin"
+
+    def missing(self) -> str | None:
+        """None when the data is present; else one line saying where it was looked for
+        and the command that fixes it. Cells of a dataset that is missing are skipped
+        with that line, and the grid's other cells run."""
+        return None
+
+    def download(self) -> str:
+        """Fetch the data (for `harness datasets download NAME`); return where it went.
+        Raise UsageError with one line when it cannot, leaving nothing half-written."""
+        raise UsageError(f"dataset {self.name!r} has no download: {self.location()}")
 
 
 # --------------------------------------------------------------------------- models

@@ -4,6 +4,7 @@
   harness list (--results DB | --grid FILE [--out DIR]) [--status S]
   harness leaderboard --results DB --out DIR
   harness plugins [--details]
+  harness datasets [download NAME [--root DIR]]
 
 Exit codes: 0 success; 1 some cells failed; 2 bad input (one line on stderr, nothing
 written); 130 interrupted (finished cells are kept; rerun to continue).
@@ -65,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
     lb = sub.add_parser("leaderboard", help="write leaderboard markdown from a results.db")
     lb.add_argument("--results", required=True, help="results.db of a run")
     lb.add_argument("--out", required=True, help="folder for the markdown")
+
+    ds = sub.add_parser("datasets", help="list datasets, whether their data is present and where")
+    ds_sub = ds.add_subparsers(dest="ds_cmd", parser_class=Parser)
+    dl = ds_sub.add_parser("download", help="fetch a dataset's data (needs internet)")
+    dl.add_argument("name", help="a registered dataset, e.g. cifar100")
+    dl.add_argument("--root", help="folder to put it in (the dataset's root option)")
 
     pl = sub.add_parser("plugins", help="list plugins and what they register")
     pl.add_argument(
@@ -159,7 +166,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         n_run = sum(1 for r in rows if r[-1].startswith(("run", "rerun")))
         print(
-            f"\n{len(rows)} cells: {n_run} to run, {len(grid.skipped)} incompatible; "
+            f"\n{len(rows)} cells: {n_run} to run, "
+            f"{len(grid.skipped)} skipped (incompatible or data missing); "
             f"device {device}; output {out} (dry run: nothing written)"
         )
         return 0
@@ -196,7 +204,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if failed_before and not args.retry_failed:
         msg += f"; {len(failed_before)} failed earlier (rerun them with --retry-failed)"
     if grid.skipped:
-        msg += f"; {len(grid.skipped)} incompatible"
+        msg += f"; {len(grid.skipped)} skipped (incompatible or data missing)"
     print(msg + f"; device {device}; output {out}", flush=True)
 
     counts = {"ok": 0, "failed": 0}
@@ -237,7 +245,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"harness: warning: {e}", file=sys.stderr)
     print(
         f"ran {summary['ran']} cells: {counts['ok']} ok, {counts['failed']} failed; "
-        f"{len(done)} already finished; {len(grid.skipped)} incompatible. "
+        f"{len(done)} already finished; {len(grid.skipped)} skipped. "
         f"Leaderboards: {out / 'leaderboards'} ({len(paths)} files)"
     )
     if interrupted:
@@ -327,7 +335,46 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "leaderboard": cmd_leaderboard, "plugins": cmd_plugins}
+def cmd_datasets(args: argparse.Namespace) -> int:
+    reg = get_registry()
+    if args.ds_cmd == "download":
+        cls = reg.get("dataset", args.name, "harness datasets download")
+        given = {}
+        if args.root:
+            if "root" not in cls.params:
+                raise UsageError(f"harness datasets download: dataset {args.name!r} takes no --root")
+            given["root"] = args.root
+        dataset = cls(**cls.resolve_params(given, f"dataset {args.name}"))
+        print(f"{args.name}: {dataset.download()}")
+        return 0
+    rows = []
+    for name in reg.names("dataset"):
+        entry = reg.entries["dataset"][name]
+        dataset = entry.cls(**entry.cls.resolve_params({}, f"dataset {name}"))
+        why = dataset.missing()
+        rows.append(
+            [
+                name,
+                entry.plugin,
+                ",".join(sorted(entry.cls.tasks)),
+                "yes" if why is None else "no",
+                dataset.location(),
+            ]
+        )
+    print(tabulate(rows, headers=["dataset", "plugin", "tasks", "present", "where"]))
+    absent = [r[0] for r in rows if r[3] == "no"]
+    if absent:
+        print("\nfetch with: " + "; ".join(f"harness datasets download {n}" for n in absent))
+    return 0
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "list": cmd_list,
+    "leaderboard": cmd_leaderboard,
+    "plugins": cmd_plugins,
+    "datasets": cmd_datasets,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -356,7 +356,8 @@ def load_grid(path: str | Path, registry: Registry) -> Grid:
         shown = [k for k in cls.params if k in opts]
         for variant, _ in _expand_options(cls, opts):
             params = cls.resolve_params(variant, where)
-            datasets.append(({"name": dname, "params": params, "shown": shown}, task))
+            absent = cls(**params).missing()  # data not on disk: its cells are skipped
+            datasets.append(({"name": dname, "params": params, "shown": shown}, task, absent))
 
     # ----- models
     def models(role: str) -> list[dict[str, Any]]:
@@ -453,7 +454,7 @@ def load_grid(path: str | Path, registry: Registry) -> Grid:
 
     # ----- expansion
     cells = []
-    for (ds, task), teacher, student, dist, prune, seed in itertools.product(
+    for (ds, task, absent), teacher, student, dist, prune, seed in itertools.product(
         datasets, teachers, students, distillers, pruners, seeds
     ):
         b, t = dict(budget), dict(train)
@@ -476,7 +477,8 @@ def load_grid(path: str | Path, registry: Registry) -> Grid:
             "teacher_train": {**train, **teacher_train_given},
             "energy": energy,
         }
-        cells.append(Cell(copy.deepcopy(config), skip=incompatibility(config, registry)))
+        skip = absent or incompatibility(config, registry)
+        cells.append(Cell(copy.deepcopy(config), skip=skip))
     seen: dict[str, Cell] = {}
     for c in cells:
         seen.setdefault(c.id, c)  # identical combinations (e.g. repeated entries) run once

@@ -169,6 +169,11 @@ def train_model(
         return FeatureTap(m) if want_features else None
 
     s_tap, t_tap = taps(model), (taps(teacher) if use_teacher else None)
+    device = next(model.parameters()).device
+    # augmentation draws from its own generator on the data's device, seeded from the
+    # shuffling generator, so a cell is reproducible on CPU and on CUDA alike
+    aug = torch.Generator(device=device)
+    aug.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
     opt = make_optimizer(list(model.parameters()) + extra, cfg)
     metric = next(m for m in task.metrics if m.name == task.primary)
     best: tuple[float, nn.Module] | None = None
@@ -180,7 +185,8 @@ def train_model(
             model.train()
             total = torch.zeros((), device=next(model.parameters()).device)
             steps = 0
-            for batch in data.train.batches(batch_size, shuffle=True, generator=generator):
+            batches = data.batches("train", batch_size, train=True, generator=generator, aug_generator=aug)
+            for batch in batches:
                 out = task.forward(model, batch)
                 task_loss = task.loss(out, batch)
                 if distiller is None:
@@ -320,7 +326,7 @@ def get_teacher(
             "teacher": model_label(config["teacher"]),
             "seed": config["seed"],
             "metrics": metrics,
-            "size": measure_size(model, lambda: task.forward(model, data.test.head(1))),
+            "size": measure_size(model, lambda: task.forward(model, data.prepare(data.test.head(1)))),
             "energy": {
                 "train_j": w.reading.joules,
                 "meter": w.reading.meter,
@@ -446,7 +452,7 @@ def _inference_energy(
     with torch.no_grad(), Window(meter) as w:
         t0 = time.perf_counter()
         while True:
-            for batch in data.test.batches(batch_size):
+            for batch in data.batches("test", batch_size):
                 task.forward(model, batch)
             passes += 1
             if passes >= 1000 or time.perf_counter() - t0 >= min_seconds:
@@ -500,7 +506,7 @@ def run_cell(config: dict[str, Any], cell_id: str, grid: str, opts: RunOptions) 
         student = build_model(config["student"], data, config["seed"], device)
         unpruned_params = count_parameters(student)
         seed_everything(config["seed"])
-        example = data.train.head(min(len(data.train), config["budget"]["batch_size"]))
+        example = data.prepare(data.train.head(min(len(data.train), config["budget"]["batch_size"])))
         extra = list(distiller.setup(teacher, student, data, example))
         for p in extra:
             if p.device != next(student.parameters()).device:
@@ -522,7 +528,8 @@ def run_cell(config: dict[str, Any], cell_id: str, grid: str, opts: RunOptions) 
             "val": task.evaluate(model, data.val, data, eb),
         }
         inf = _inference_energy(model, data, task, meter, eb, energy_cfg["inference_min_seconds"])
-        size = measure_size(model, lambda: task.forward(model, data.test.head(1)))
+        one = data.prepare(data.test.head(1))
+        size = measure_size(model, lambda: task.forward(model, one))
         size["teacher_params"] = teacher_params
         size["unpruned_params"] = unpruned_params
         size["pct_of_teacher"] = 100.0 * size["params"] / teacher_params

@@ -58,6 +58,7 @@ class Classification(Task):
         model.eval()
         correct, n = 0, 0
         for batch in split.batches(batch_size):
+            batch = data.prepare(batch)
             pred = self.forward(model, batch).argmax(dim=1)
             correct += int((pred == batch["y"]).sum())
             n += len(pred)
@@ -82,6 +83,7 @@ class Rating(Task):
         std = float(data.info.get("target_std", 1.0))
         abs_sum, sq_sum, n = 0.0, 0.0, 0
         for batch in split.batches(batch_size):
+            batch = data.prepare(batch)
             pred = self.forward(model, batch).float() * std + mean
             true = batch["y"].float() * std + mean
             diff = pred - true

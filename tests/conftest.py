@@ -65,3 +65,42 @@ def _clean_env(monkeypatch):
     monkeypatch.delenv("HARNESS_PLUGINS", raising=False)
     monkeypatch.delenv("HARNESS_CPU_WATTS_PER_CORE", raising=False)
     yield
+
+
+def write_cifar100_format(
+    root: Path, train_per_class: int = 3, test_per_class: int = 1, n_classes: int = 100, seed: int = 0
+) -> Path:
+    """Write a small data set in CIFAR-100's python-pickle layout (not the real images:
+    each class is a distinct colour pattern plus noise, so a model can learn it)."""
+    import pickle
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True, exist_ok=True)
+    patterns = rng.integers(0, 256, size=(n_classes, 3, 32, 32))
+
+    def part(per_class: int) -> dict:
+        labels = np.repeat(np.arange(n_classes), per_class)
+        rng.shuffle(labels)
+        noise = rng.integers(-40, 41, size=(len(labels), 3, 32, 32))
+        images = np.clip(patterns[labels] + noise, 0, 255).astype(np.uint8)
+        return {
+            b"data": images.reshape(len(labels), 3072),
+            b"fine_labels": labels.tolist(),
+            b"coarse_labels": (labels // 5).tolist(),
+            b"filenames": [],
+        }
+
+    for name, per_class in (("train", train_per_class), ("test", test_per_class)):
+        with open(folder / name, "wb") as f:
+            pickle.dump(part(per_class), f)
+    with open(folder / "meta", "wb") as f:
+        pickle.dump({b"fine_label_names": [f"class{i}".encode() for i in range(n_classes)]}, f)
+    return root
+
+
+@pytest.fixture
+def cifar_root(tmp_path: Path) -> Path:
+    return write_cifar100_format(tmp_path / "cifar")

@@ -145,7 +145,7 @@ def test_dry_run_prints_plan_with_skips_and_writes_nothing(
     )
     assert run("run", "--grid", str(grid), "--dry-run") == 0
     out = capsys.readouterr().out
-    assert "16 cells: 8 to run, 8 incompatible" in out
+    assert "16 cells: 8 to run, 8 skipped (incompatible or data missing)" in out
     assert "skip: pruner 'needs-structure' is structured; student model 'dcnn' supports no" in out
     assert not (tmp_path / "runs").exists()
 

@@ -1,1 +1,1 @@
-"""Built-in harness plugin: distillers (none, kd)."""
+"""Built-in harness plugin: distillers (none, kd, sad)."""

@@ -3,9 +3,11 @@ from __future__ import annotations
 from harness.hookspecs import hookimpl
 
 from .kd import KnowledgeDistillation, NoDistillation
+from .sad import SAD
 
 
 @hookimpl
 def harness_register_distillers(register):
     register(NoDistillation)
     register(KnowledgeDistillation)
+    register(SAD)
