@@ -352,10 +352,14 @@ class Fit(Protocol):
 
     student: the freshly initialised student.
     epochs: the cell's student budget in epochs.
+    example: a prepared batch (as the models see it), e.g. to trace the model.
+    primary: the task's primary metric and whether lower is better, e.g. ("mae", True).
     """
 
     student: nn.Module
     epochs: int
+    example: dict[str, torch.Tensor]
+    primary: tuple[str, bool]
 
     def train(
         self,
@@ -363,10 +367,13 @@ class Fit(Protocol):
         epochs: int | None = None,
         distill: bool = True,
         on_epoch_end: Callable[[nn.Module, int], nn.Module | None] | None = None,
+        select: str | None = None,
     ) -> nn.Module:
         """Train `model` for `epochs` (default: the budget) with the cell's distiller
-        (or the plain task loss when distill=False). `on_epoch_end(model, epoch)` may
-        return a replacement model (e.g. rebuilt smaller); training continues on it."""
+        (or the plain task loss when distill=False), with a fresh optimiser and the
+        learning-rate schedule from its start. `on_epoch_end(model, epoch)` may return a
+        replacement model (e.g. rebuilt smaller); training continues on it. `select`
+        ("last" or "best_val") overrides the grid's budget.select for this call."""
         ...
 
     def evaluate(self, model: nn.Module, split: str = "val") -> dict[str, float]:

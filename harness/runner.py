@@ -6,6 +6,7 @@ size and energy. `run_cell` never raises: a failure becomes a record with status
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
 import json
@@ -13,7 +14,7 @@ import os
 import random
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,18 +93,56 @@ def clear_data_cache() -> None:
 # --------------------------------------------------------------------------- training
 
 
+def copy_model(model: nn.Module) -> nn.Module:
+    """copy.deepcopy that also works on models whose modules hold computed tensors as
+    attributes (torch.nn.utils.prune's masked `weight`, weight_norm): those are detached
+    first; the modules' forward pre-hooks recompute them on the next pass."""
+    for mod in model.modules():
+        for key, value in list(vars(mod).items()):
+            if isinstance(value, torch.Tensor) and value.grad_fn is not None:
+                setattr(mod, key, value.detach())
+    clone = copy.deepcopy(model)
+    for mod in clone.modules():
+        for key, hook in list(mod._forward_hooks.items()):
+            if isinstance(hook, _TapHook):
+                del mod._forward_hooks[key]
+    return clone
+
+
+class _TapHook:
+    """The forward hook of a FeatureTap. Copies of a model share it (deepcopy returns it
+    as is) and `copy_model` removes it from them, so a copy never feeds the tap."""
+
+    def __init__(self, tap: FeatureTap) -> None:
+        self.tap = tap
+
+    def __call__(self, _module: nn.Module, _inp: Any, out: torch.Tensor) -> None:
+        if self.tap.on:
+            self.tap.outputs.append(out)
+
+    def __deepcopy__(self, memo: dict) -> _TapHook:
+        return self
+
+
 class FeatureTap:
-    """Captures the outputs of a model's `feature_layers()` with forward hooks."""
+    """Captures the outputs of a model's `feature_layers()` with forward hooks, during
+    the training forward passes only (`record()`), never during evaluation."""
 
     def __init__(self, model: nn.Module) -> None:
         layers = model.feature_layers() if hasattr(model, "feature_layers") else []
         if not layers:
             raise CellError(f"{type(model).__name__} exposes no feature layers")
+        self.on = False
         self.outputs: list[torch.Tensor] = []
-        self.handles = [m.register_forward_hook(self._hook) for m in layers]
+        self.handles = [m.register_forward_hook(_TapHook(self)) for m in layers]
 
-    def _hook(self, _module: nn.Module, _inp: Any, out: torch.Tensor) -> None:
-        self.outputs.append(out)
+    @contextlib.contextmanager
+    def record(self) -> Iterator[None]:
+        self.outputs, self.on = [], True
+        try:
+            yield
+        finally:
+            self.on = False
 
     def take(self) -> list[torch.Tensor]:
         out, self.outputs = self.outputs, []
@@ -187,14 +226,15 @@ def train_model(
             steps = 0
             batches = data.batches("train", batch_size, train=True, generator=generator, aug_generator=aug)
             for batch in batches:
-                out = task.forward(model, batch)
+                with s_tap.record() if s_tap else contextlib.nullcontext():
+                    out = task.forward(model, batch)
                 task_loss = task.loss(out, batch)
                 if distiller is None:
                     loss = task_loss
                 else:
                     t_out, t_feats = None, None
                     if use_teacher:
-                        with torch.no_grad():
+                        with torch.no_grad(), t_tap.record() if t_tap else contextlib.nullcontext():
                             t_out = task.forward(teacher, batch)
                         t_feats = t_tap.take() if t_tap else None
                     loss = distiller.loss(
@@ -225,11 +265,7 @@ def train_model(
                 entry[f"val_{metric.name}"] = score
                 signed = score if metric.lower_is_better else -score
                 if best is None or signed < best[0]:
-                    if s_tap:  # copy the model without the tap's hooks
-                        s_tap.close()
-                    best = (signed, copy.deepcopy(model))
-                    if s_tap:
-                        s_tap = taps(model)
+                    best = (signed, copy_model(model))  # (copies carry no feature tap)
             if history is not None:
                 history.append(entry)
             bar.set_postfix(loss=f"{mean_loss:.4f}")
@@ -364,6 +400,7 @@ class CellFit:
         extra: list[nn.Parameter],
         generator: torch.Generator,
         progress: bool,
+        example: dict[str, torch.Tensor],
     ) -> None:
         self.student = student
         self.epochs = config["budget"]["epochs"]
@@ -373,8 +410,11 @@ class CellFit:
         self.progress = progress
         self.history: list[dict[str, float]] = []
         self.levels: list[dict[str, Any]] = []
+        self.example = example
+        metric = next(m for m in task.metrics if m.name == task.primary)
+        self.primary = (metric.name, metric.lower_is_better)
 
-    def train(self, model, epochs=None, distill=True, on_epoch_end=None):
+    def train(self, model, epochs=None, distill=True, on_epoch_end=None, select=None):
         return train_model(
             model,
             self.data,
@@ -390,7 +430,7 @@ class CellFit:
             history=self.history,
             desc=self.config["distiller"]["name"],
             progress=self.progress,
-            select=self.config["budget"]["select"],
+            select=select or self.config["budget"]["select"],
             eval_batch_size=self.config["budget"]["eval_batch_size"],
         )
 
@@ -507,12 +547,15 @@ def run_cell(config: dict[str, Any], cell_id: str, grid: str, opts: RunOptions) 
         unpruned_params = count_parameters(student)
         seed_everything(config["seed"])
         example = data.prepare(data.train.head(min(len(data.train), config["budget"]["batch_size"])))
+        # (a prepared batch: distillers size themselves on it, pruners trace the model)
         extra = list(distiller.setup(teacher, student, data, example))
         for p in extra:
             if p.device != next(student.parameters()).device:
                 raise CellError(f"distiller {dist_cls.name!r} returned parameters on {p.device}")
         gen = torch.Generator().manual_seed(config["seed"])
-        fit = CellFit(student, config, data, task, distiller, teacher, extra, gen, opts.progress)
+        fit = CellFit(
+            student, config, data, task, distiller, teacher, extra, gen, opts.progress, example
+        )
 
         meter = meter_factory()
         t0 = time.perf_counter()

@@ -154,15 +154,24 @@ def test_best_val_returns_the_best_epoch_not_the_last():
     assert last is model
 
 
-def test_feature_tap_captures_and_releases():
+def test_feature_tap_records_training_passes_only_and_copies_drop_it():
+    from harness.runner import copy_model
+
     m = Linear()
     tap = FeatureTap(m)
-    m(torch.randn(3, 4))
+    m(torch.randn(3, 4))  # e.g. an evaluation pass: not recorded
+    assert tap.take() == []
+    with tap.record():
+        m(torch.randn(3, 4))
     feats = tap.take()
     assert len(feats) == 1 and feats[0].shape == (3, 1)
+    clone = copy_model(m)
+    with tap.record():
+        clone(torch.randn(3, 4))  # a copy never feeds the original's tap
     assert tap.take() == []
     tap.close()
-    m(torch.randn(3, 4))
+    with tap.record():
+        m(torch.randn(3, 4))
     assert tap.take() == []
 
 

@@ -58,6 +58,7 @@ class DCNNFactory(ModelFactory):
     description = "1-D CNN over the encoded movie attributes predicting the rating (seed 000)"
     tasks = frozenset({"rating"})
     exposes_features = True
+    prunable = frozenset({"structured", "unstructured"})
     params = {
         "channels": Param([16, 32, 64], "output channels of each conv stage", type=list),
         "kernel": Param(3, "convolution kernel size (odd)"),

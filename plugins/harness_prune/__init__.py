@@ -1,1 +1,1 @@
-"""Built-in harness plugin: pruners (none; sp, lth and ss come with the pruning issue)."""
+"""Built-in harness plugin: pruners none, sp, lth, lth-u and ss, with real shrinking."""

@@ -5,6 +5,8 @@ import torch.nn as nn
 from harness.api import Fit, Pruner
 from harness.hookspecs import hookimpl
 
+from .pruners import LotteryTicket, LotteryTicketUnstructured, SparseStudent, StructuredPruning
+
 
 class NoPruning(Pruner):
     name = "none"
@@ -19,4 +21,6 @@ class NoPruning(Pruner):
 
 @hookimpl
 def harness_register_pruners(register):
-    register(NoPruning)
+    for cls in (NoPruning, StructuredPruning, LotteryTicket, LotteryTicketUnstructured,
+                SparseStudent):
+        register(cls)

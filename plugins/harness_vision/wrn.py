@@ -85,6 +85,7 @@ class WRNFactory(ModelFactory):
     description = "wide residual network WRN-depth-widen for 32×32 images (e.g. WRN-40-2, WRN-16-2)"
     tasks = frozenset({"classification"})
     exposes_features = True
+    prunable = frozenset({"structured", "unstructured"})
     params = {
         "depth": Param(16, "depth d (d − 4 divisible by 6)"),
         "widen": Param(2, "widen factor k"),
