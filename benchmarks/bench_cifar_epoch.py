@@ -50,8 +50,9 @@ def main() -> None:
     x = torch.randint(0, 256, (args.images, 3, 32, 32), dtype=torch.uint8, generator=g)
     y = torch.randint(0, 100, (args.images,), generator=g)
     split = TensorSplit({"x": x, "y": y})
-    data = DataBundle("classification", split, split, split, info={"n_classes": 100},
-                      transform=transform).to(dev)
+    data = DataBundle("classification", split, split, split, info={"n_classes": 100}, transform=transform).to(
+        dev
+    )
     task = get_task("classification")
     cfg = {k: p.default for k, p in TRAIN.items()} | {"optimizer": "sgd", "lr": 0.05}
     torch.manual_seed(0)
@@ -87,18 +88,24 @@ def main() -> None:
             best = min(best, time.perf_counter() - t0)
         return best
 
-    print(f"WRN-16-2 student, {args.images} CIFAR-format images, batch {args.batch_size}, "
-          f"device {dev}; {hardware()}")
+    print(
+        f"WRN-16-2 student, {args.images} CIFAR-format images, batch {args.batch_size}, "
+        f"device {dev}; {hardware()}"
+    )
     d = data_only()
     base = None
-    for label, dist in (("plain (none)", NoDistillation()),
-                        ("KD", KnowledgeDistillation(T=4.0, alpha=0.9)),
-                        ("SAD (teacher WRN-40-2)", SAD(alpha=0.9, T=4.0, beta=200.0, d=128))):
+    for label, dist in (
+        ("plain (none)", NoDistillation()),
+        ("KD", KnowledgeDistillation(T=4.0, alpha=0.9)),
+        ("SAD (teacher WRN-40-2)", SAD(alpha=0.9, T=4.0, beta=200.0, d=128)),
+    ):
         t, peak = epoch(dist, label)
         base = base or t
-        print(f"  {label:<24} {args.images / t:8.1f} images/s   epoch {t:7.2f} s   "
-              f"cost over plain {t / base:5.2f}x   data share {100 * d / t:5.2f}%   "
-              f"peak memory {peak:8.1f} MiB")
+        print(
+            f"  {label:<24} {args.images / t:8.1f} images/s   epoch {t:7.2f} s   "
+            f"cost over plain {t / base:5.2f}x   data share {100 * d / t:5.2f}%   "
+            f"peak memory {peak:8.1f} MiB"
+        )
     print(f"  data alone (batching + augmentation + normalisation): {d * 1000:.1f} ms per epoch")
 
 

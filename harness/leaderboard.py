@@ -54,6 +54,63 @@ def paired_p(a: dict[int, float], b: dict[int, float]) -> float | None:
     return float(stats.ttest_rel(x, y).pvalue)
 
 
+def _sparse_kib(sizes: list[dict[str, Any]]) -> str:
+    """Bytes of the sparse encoding, shown only for models with zeros (unstructured
+    pruning): their dense size is not claimed smaller."""
+    values = [s.get("sparse_bytes") for s in sizes]
+    if any(v is None for v in values):
+        return "—"
+    return f"{statistics.fmean(values) / 1024:.1f}"
+
+
+def levels_section(ok: list[dict[str, Any]], primary: str) -> list[str]:
+    """The error/size curve of every pruned row: its levels, averaged over seeds."""
+    by: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in ok:
+        if r.get("levels"):
+            by[(r["method"], r["student"])].append(r)
+    if not by:
+        return []
+    name = METRIC_NAMES.get(primary, primary)
+    out = ["", "## Pruning levels (validation error against deployed size)", ""]
+    for (method, student), rs in sorted(by.items()):
+        n = min(len(r["levels"]) for r in rs)
+        rows = []
+        for i in range(n):
+            lv = [r["levels"][i] for r in rs]
+            rows.append(
+                [
+                    i,
+                    lv[0].get("phase", ""),
+                    f"{100 * statistics.fmean(v['removed'] for v in lv):.1f}",
+                    _int(statistics.fmean(v["params"] for v in lv)),
+                    _int(statistics.fmean(v["nonzero_params"] for v in lv)),
+                    _fmt([v["val"][primary] for v in lv]),
+                    sum(1 for v in lv if v.get("winner")),
+                ]
+            )
+        out += [
+            f"{method} / {student}:",
+            "",
+            tabulate(
+                rows,
+                headers=[
+                    "level",
+                    "phase",
+                    "removed %",
+                    "params",
+                    "non-zero",
+                    f"val {name}",
+                    "winner (seeds)",
+                ],
+                tablefmt="github",
+                disable_numparse=True,
+            ),
+            "",
+        ]
+    return out
+
+
 def _metric_names(task: str, records: list[dict[str, Any]]) -> list[str]:
     if task in TASK_OBJECTS:
         names = [m.name for m in TASK_OBJECTS[task].metrics]
@@ -98,8 +155,10 @@ def build_tables(
             f"p ({METRIC_NAMES.get(primary, primary)})",
             "Params",
             "% teacher",
+            "% student",
             "Non-zero",
             "Size KiB",
+            "Sparse KiB",
             "FLOPs/sample",
             "Train J",
             "Infer J/1k",
@@ -121,8 +180,10 @@ def build_tables(
                     "—",
                     _int(ts[0]["size"]["params"]),
                     "100",
+                    "—",
                     _int(ts[0]["size"]["nonzero_params"]),
                     f"{ts[0]['size']['bytes'] / 1024:.1f}",
+                    "—",
                     _int(ts[0]["size"]["flops"]),
                     _fmt([t["energy"]["train_j"] for t in ts], 3),
                     "—",
@@ -155,8 +216,10 @@ def build_tables(
                     "baseline" if is_base else ("—" if p is None else f"{p:.3g}"),
                     _int(statistics.fmean(s["params"] for s in size)),
                     f"{statistics.fmean(s['pct_of_teacher'] for s in size):.1f}",
+                    f"{statistics.fmean(s.get('pct_of_unpruned', 100.0) for s in size):.1f}",
                     _int(statistics.fmean(s["nonzero_params"] for s in size)),
                     f"{statistics.fmean(s['bytes'] for s in size) / 1024:.1f}",
+                    _sparse_kib(size),
                     _int(statistics.fmean(s["flops"] for s in size)),
                     _fmt([r["energy"]["train_j"] for r in rs], 3),
                     _fmt([r["energy"]["inference_j_per_1k"] for r in rs], 3),
@@ -236,10 +299,13 @@ def render(dataset: str, task: str, t: dict[str, Any]) -> str:
         f"{primary} against the plain student of the same teacher and student over the "
         "seeds both have (— with fewer than 2). Params, Size (bytes of the saved "
         "state_dict) and FLOPs/sample (torch.utils.flop_counter) are of the deployed "
-        "student; % teacher is of the teacher's parameters.",
+        "student; % teacher and % student are its parameters against the teacher's and the "
+        "unpruned student's. Sparse KiB: a CSR-like encoding, shown only for models with "
+        "zeros (unstructured pruning), whose dense size is not claimed smaller.",
         "",
     ]
     out += _lines_about(t["ok"])
+    out += levels_section(t["ok"], t["primary"])
     if t["failed"]:
         out += ["", f"Failed cells ({len(t['failed'])}; see `harness list --status failed`):"]
         for r in t["failed"]:

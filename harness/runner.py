@@ -553,9 +553,7 @@ def run_cell(config: dict[str, Any], cell_id: str, grid: str, opts: RunOptions) 
             if p.device != next(student.parameters()).device:
                 raise CellError(f"distiller {dist_cls.name!r} returned parameters on {p.device}")
         gen = torch.Generator().manual_seed(config["seed"])
-        fit = CellFit(
-            student, config, data, task, distiller, teacher, extra, gen, opts.progress, example
-        )
+        fit = CellFit(student, config, data, task, distiller, teacher, extra, gen, opts.progress, example)
 
         meter = meter_factory()
         t0 = time.perf_counter()

@@ -21,6 +21,5 @@ class NoPruning(Pruner):
 
 @hookimpl
 def harness_register_pruners(register):
-    for cls in (NoPruning, StructuredPruning, LotteryTicket, LotteryTicketUnstructured,
-                SparseStudent):
+    for cls in (NoPruning, StructuredPruning, LotteryTicket, LotteryTicketUnstructured, SparseStudent):
         register(cls)

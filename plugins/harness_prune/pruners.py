@@ -57,8 +57,7 @@ def _set_mask_state(masks: StructuredMasks | UnstructuredMasks, state: Any) -> N
 class Levels:
     """The pruning levels visited, and the winning ticket among them."""
 
-    def __init__(self, fit: Fit, masks: StructuredMasks | UnstructuredMasks, tolerance: float
-                 ) -> None:
+    def __init__(self, fit: Fit, masks: StructuredMasks | UnstructuredMasks, tolerance: float) -> None:
         self.fit, self.masks, self.tolerance = fit, masks, tolerance
         self.levels: list[Level] = []
 
@@ -74,7 +73,6 @@ class Levels:
         }
         if phase:
             values["phase"] = phase
-        self.fit.log_level(**values)
         level = Level(len(self.levels), copy_model(model), _mask_state(self.masks), values)
         self.levels.append(level)
         return level
@@ -88,11 +86,12 @@ class Levels:
             bound = best.values["val"][name] + sign * self.tolerance
             near = [lv for lv in levels if sign * lv.values["val"][name] <= sign * bound]
             best = min(near, key=lambda lv: (lv.values["nonzero_params"], lv.index))
-        for lv in self.levels:
-            lv.values["winner"] = lv is best
         return best
 
     def deploy(self, level: Level) -> nn.Module:
+        """Keep every level in the record, the deployed one marked, and return it shrunk."""
+        for lv in self.levels:
+            self.fit.log_level(**lv.values, winner=lv is level)
         _set_mask_state(self.masks, level.state)
         return self.masks.shrink(level.model)
 
@@ -100,8 +99,11 @@ class Levels:
 COMMON = {
     "rate": Param(0.1, "fraction of the surviving channels removed at each pruning event"),
     "every": Param(20, "epochs between pruning events (SP) / epochs of one round (LTH, SS)"),
-    "tolerance": Param(0.0, "0: the winning level has the best validation score; > 0: the "
-                       "smallest level within this much of the best (metric units)"),
+    "tolerance": Param(
+        0.0,
+        "0: the winning level has the best validation score; > 0: the "
+        "smallest level within this much of the best (metric units)",
+    ),
 }
 
 
@@ -117,8 +119,10 @@ def _check(params: dict[str, Any], where: str) -> None:
 class StructuredPruning(Pruner):
     name = "sp"
     label = "SP"
-    description = ("structured pruning during training: every `every` epochs remove `rate` of "
-                   "the channels with the smallest L1 norm, keep the rest's weights")
+    description = (
+        "structured pruning during training: every `every` epochs remove `rate` of "
+        "the channels with the smallest L1 norm, keep the rest's weights"
+    )
     tasks = frozenset({"classification", "rating", "ranking"})
     structure = "structured"
     params = dict(COMMON)
@@ -149,11 +153,15 @@ class _Ticket(Pruner):
     tasks = frozenset({"classification", "rating", "ranking"})
     params = {
         **COMMON,
-        "rate": Param(0.05, "fraction of the surviving channels (weights, for lth-u) removed "
-                      "after each round"),
+        "rate": Param(
+            0.05, "fraction of the surviving channels (weights, for lth-u) removed after each round"
+        ),
         "every": Param(75, "epochs of training in each round"),
-        "rewind_epoch": Param(0, "rewind the survivors to their values after this many epochs "
-                              "of the first round (0: the initial weights, as Frankle & Carbin)"),
+        "rewind_epoch": Param(
+            0,
+            "rewind the survivors to their values after this many epochs "
+            "of the first round (0: the initial weights, as Frankle & Carbin)",
+        ),
     }
 
     @classmethod
@@ -165,8 +173,9 @@ class _Ticket(Pruner):
     def masks(self, fit: Fit) -> StructuredMasks | UnstructuredMasks:
         return StructuredMasks(fit.student, fit.example["x"])
 
-    def search(self, fit: Fit, rounds: int, distill: bool, levels: Levels,
-               masks: StructuredMasks | UnstructuredMasks) -> dict[str, torch.Tensor]:
+    def search(
+        self, fit: Fit, rounds: int, distill: bool, levels: Levels, masks: StructuredMasks | UnstructuredMasks
+    ) -> dict[str, torch.Tensor]:
         """Train `rounds` rounds, pruning and rewinding between them; return the rewind
         point."""
         p = self.hparams
@@ -179,8 +188,12 @@ class _Ticket(Pruner):
 
         model = fit.student
         for r in range(rounds):
-            model = fit.train(model, epochs=p["every"], distill=distill,
-                              on_epoch_end=capture if r == 0 and p["rewind_epoch"] else None)
+            model = fit.train(
+                model,
+                epochs=p["every"],
+                distill=distill,
+                on_epoch_end=capture if r == 0 and p["rewind_epoch"] else None,
+            )
             levels.record(model, (r + 1) * p["every"], phase="" if distill else "ticket search")
             if r < rounds - 1:
                 masks.prune(model, p["rate"])
@@ -191,8 +204,10 @@ class _Ticket(Pruner):
 class LotteryTicket(_Ticket):
     name = "lth"
     label = "LTH"
-    description = ("lottery ticket (structured, as seed 000): train a round, remove `rate` of "
-                   "the channels, rewind survivors to their initial weights, repeat")
+    description = (
+        "lottery ticket (structured, as seed 000): train a round, remove `rate` of "
+        "the channels, rewind survivors to their initial weights, repeat"
+    )
     structure = "structured"
 
     def fit(self, fit: Fit) -> nn.Module:
@@ -206,11 +221,15 @@ class LotteryTicket(_Ticket):
 class LotteryTicketUnstructured(LotteryTicket):
     name = "lth-u"
     label = "LTH-U"
-    description = ("lottery ticket, unstructured: global magnitude pruning of conv/linear "
-                   "weights with rewinding; the dense shape stays (non-zeros are reported)")
+    description = (
+        "lottery ticket, unstructured: global magnitude pruning of conv/linear "
+        "weights with rewinding; the dense shape stays (non-zeros are reported)"
+    )
     structure = "unstructured"
-    params = {**_Ticket.params,
-              "rate": Param(0.2, "fraction of the surviving weights removed after each round")}
+    params = {
+        **_Ticket.params,
+        "rate": Param(0.2, "fraction of the surviving weights removed after each round"),
+    }
 
     def masks(self, fit: Fit) -> UnstructuredMasks:
         return UnstructuredMasks(fit.student)
@@ -219,8 +238,10 @@ class LotteryTicketUnstructured(LotteryTicket):
 class SparseStudent(_Ticket):
     name = "ss"
     label = "SS"
-    description = ("sparse student: find a lottery ticket without distillation, then train "
-                   "that pruned student from its initial weights with the grid's distiller")
+    description = (
+        "sparse student: find a lottery ticket without distillation, then train "
+        "that pruned student from its initial weights with the grid's distiller"
+    )
     structure = "structured"
     params = {
         **_Ticket.params,
@@ -240,13 +261,13 @@ class SparseStudent(_Ticket):
         levels = Levels(fit, masks, self.hparams["tolerance"])
         rewind_to = self.search(fit, self.hparams["rounds"], False, levels, masks)
         ticket = levels.winner()
+        ticket.values["chosen_ticket"] = True
         _set_mask_state(masks, ticket.state)
         student = copy_model(ticket.model)
         rewind(student, rewind_to)
         masks.apply(student)
         model = fit.train(student, distill=True)
-        final = levels.record(model, self.hparams["rounds"] * self.hparams["every"] + fit.epochs,
-                              phase="distilled ticket")
-        for lv in levels.levels:
-            lv.values["winner"] = lv is final
+        final = levels.record(
+            model, self.hparams["rounds"] * self.hparams["every"] + fit.epochs, phase="distilled ticket"
+        )
         return levels.deploy(final)

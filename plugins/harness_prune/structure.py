@@ -164,8 +164,7 @@ class StructuredMasks:
             if not g.pruned:
                 continue
             root = mods[g.root]
-            fn = tp.prune_linear_out_channels if isinstance(root, nn.Linear) else (
-                tp.prune_conv_out_channels)
+            fn = tp.prune_linear_out_channels if isinstance(root, nn.Linear) else (tp.prune_conv_out_channels)
             group = dg.get_pruning_group(root, fn, idxs=sorted(g.pruned))
             group.prune()
         small.train(model.training)
@@ -186,8 +185,9 @@ class UnstructuredMasks:
 
     def __init__(self, model: nn.Module) -> None:
         keep = output_layer(model)
-        self.targets = [name for name, m in model.named_modules()
-                        if isinstance(m, ROOT_TYPES) and m is not keep]
+        self.targets = [
+            name for name, m in model.named_modules() if isinstance(m, ROOT_TYPES) and m is not keep
+        ]
         if not self.targets:
             raise CellError(f"{type(model).__name__} has no conv or linear weights to prune")
         self.total = sum(dict(model.named_modules())[n].weight.numel() for n in self.targets)
@@ -204,8 +204,11 @@ class UnstructuredMasks:
         for n in self.targets:
             w = mods[n].weight.detach().abs().flatten().cpu()
             m = self.masks.get(n)
-            scores.append(torch.where(m.flatten().bool().cpu(), w, torch.full_like(w, float("inf")))
-                          if m is not None else w)
+            scores.append(
+                torch.where(m.flatten().bool().cpu(), w, torch.full_like(w, float("inf")))
+                if m is not None
+                else w
+            )
         flat = torch.cat(scores)
         alive = int(torch.isfinite(flat).sum())
         k = int(round(rate * alive))

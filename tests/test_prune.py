@@ -1,0 +1,227 @@
+"""Pruning: masked and shrunk models agree, rewinding is exact, rates give the sizes they
+should, the winning ticket is chosen as documented, and every pruner composes with the
+distillers."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from harness.cli import main
+from harness.size import count_nonzero, count_parameters
+from harness_movies.dcnn import DCNN
+from harness_prune.structure import StructuredMasks, UnstructuredMasks, rewind, snapshot
+from harness_vision.wrn import WideResNet
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 1))
+
+
+def warm(model: nn.Module, x: torch.Tensor) -> None:
+    """Give batch norms non-trivial running statistics."""
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(x + torch.randn_like(x))
+
+
+@pytest.mark.parametrize("name", ["wrn", "dcnn", "mlp"])
+def test_shrunk_model_gives_the_masked_models_outputs(name):
+    torch.manual_seed(0)
+    model, x = {
+        "wrn": (WideResNet(16, 2, 100), torch.randn(8, 3, 32, 32)),
+        "dcnn": (DCNN(37, [8, 16, 32], 3, 32, 0.1), torch.randn(8, 37)),
+        "mlp": (
+            nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 8), nn.ReLU(), nn.Linear(8, 1)),
+            torch.randn(8, 10),
+        ),
+    }[name]
+    warm(model, x)
+    masks = StructuredMasks(model, x[:2])
+    for _ in range(3):
+        masks.prune(model, 0.3)
+        warm(model, x)  # training goes on between events
+    model.eval()
+    small = masks.shrink(model).eval()
+    assert count_parameters(small) < 0.5 * count_parameters(model)
+    with torch.no_grad():
+        y = torch.randn_like(x)
+        assert torch.allclose(model(y), small(y), atol=1e-5)
+
+
+def test_rates_give_the_channel_counts_they_should():
+    torch.manual_seed(0)
+    model, x = mlp(), torch.randn(4, 10)
+    masks = StructuredMasks(model, x)
+    assert [g.n for g in masks.groups] == [20]  # the output layer is never pruned
+    masks.prune(model, 0.5)  # 20 -> 10 hidden units
+    assert count_parameters(masks.shrink(model)) == 10 * 10 + 10 + 10 + 1
+    masks.prune(model, 0.5)  # 10 -> 5
+    assert count_parameters(masks.shrink(model)) == 5 * 10 + 5 + 5 + 1
+    masks.prune(model, 0.99)  # at least one unit survives
+    assert masks.groups[0].alive == masks.groups[0].alive[:1] and len(masks.groups[0].alive) == 1
+
+
+def test_l1_importance_removes_the_weakest_units():
+    model, x = mlp(), torch.randn(4, 10)
+    with torch.no_grad():
+        model[0].weight.copy_(torch.arange(20, dtype=torch.float).repeat(10, 1).t() + 1)
+    masks = StructuredMasks(model, x)
+    masks.prune(model, 0.25)
+    assert masks.groups[0].pruned == {0, 1, 2, 3, 4}  # the five smallest L1 norms
+
+
+def test_wrn_16_2_at_60_percent_of_channels_is_at_most_45_percent_of_its_parameters():
+    torch.manual_seed(0)
+    model, x = WideResNet(16, 2, 100), torch.randn(2, 3, 32, 32)
+    masks = StructuredMasks(model, x)
+    assert len(masks.groups) == 10
+    masks.prune(model, 0.6)
+    assert masks.removed_fraction == pytest.approx(0.6, abs=0.01)
+    small = masks.shrink(model)
+    assert count_parameters(small) <= 0.45 * 703_284
+    convs = [m for m in small.modules() if isinstance(m, nn.Conv2d)]
+    assert max(m.out_channels for m in convs) < 128  # physically narrower
+
+
+def test_rewind_restores_the_initial_weights_exactly():
+    torch.manual_seed(0)
+    model, x = DCNN(20, [4, 8], 3, 8, 0.0), torch.randn(6, 20)
+    theta0 = snapshot(model)
+    masks = StructuredMasks(model, x)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(3):
+        model(x).pow(2).mean().backward()
+        opt.step()
+    masks.prune(model, 0.5)
+    rewind(model, theta0)
+    state = model.state_dict()
+    for key, value in theta0.items():
+        stored = state.get(key + "_orig", state.get(key))
+        assert torch.equal(stored, value), key
+    # the masks survive the rewind: pruned channels stay silent
+    stage = model.stages[0][0]
+    pruned = sorted(next(g for g in masks.groups if "stages.0.0" in g.producers).pruned)
+    assert pruned and torch.all(stage.weight[pruned] == 0)
+
+
+def test_unstructured_masks_are_global_magnitude_and_keep_the_dense_shape():
+    torch.manual_seed(0)
+    model = mlp()
+    masks = UnstructuredMasks(model)
+    assert masks.targets == ["0"]  # the output layer is kept
+    w = model[0].weight.detach().abs().flatten()
+    masks.prune(model, 0.5)
+    kept = model[0].weight.detach().flatten() != 0
+    assert int(kept.sum()) == 100
+    assert w[kept].min() >= w[~kept].max()  # the smallest magnitudes went
+    masks.prune(model, 0.5)
+    assert masks.removed_fraction == pytest.approx(0.75)
+    small = masks.shrink(model)
+    assert count_parameters(small) == count_parameters(mlp())
+    assert count_nonzero(small) == count_parameters(small) - 150
+
+
+def prune_grid(tmp_path: Path, **budget) -> Path:
+    grid = yaml.safe_load((ROOT / "grids" / "prune-movies.yaml").read_text())
+    grid["seeds"] = [0]
+    grid["teacher"] = {"model": "dcnn", "channels": [8, 16], "hidden": 16}
+    grid["student"] = {"model": "dcnn", "channels": [8, 16], "hidden": 16}
+    grid["budget"].update(epochs=4, teacher_epochs=2, batch_size=512, **budget)
+    grid["pruners"] = [
+        "none",
+        {"name": "sp", "rate": 0.3, "every": 1},
+        {"name": "lth", "rate": 0.3, "every": 1, "tolerance": 1.0},
+        {"name": "ss", "rate": 0.3, "every": 1, "rounds": 2, "tolerance": 1.0},
+        {"name": "lth-u", "rate": 0.5, "every": 1, "tolerance": 1.0},
+    ]
+    grid["energy"] = {"inference_min_seconds": 0.0}
+    path = tmp_path / "prune-movies.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    return path
+
+
+@pytest.mark.slow
+def test_every_pruner_composes_with_none_kd_and_sad(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--grid", str(prune_grid(tmp_path))]) == 0
+    assert "15 ok, 0 failed" in capsys.readouterr().out
+    db = sqlite3.connect(tmp_path / "runs/prune-movies/results.db")
+    import json
+
+    records = {
+        (r["pruner"], r["distiller"]): r
+        for r in (json.loads(x) for (x,) in db.execute("select record from cells"))
+    }
+    for dist in ("none", "kd", "sad"):
+        # tolerance 1.0 MAE: the smallest level is the winner, so the model really shrank
+        for pruner in ("lth", "ss"):
+            r = records[(pruner, dist)]
+            assert r["size"]["params"] < r["size"]["unpruned_params"], (pruner, dist)
+            assert r["size"]["pct_of_unpruned"] < 100
+            assert sum(1 for lv in r["levels"] if lv["winner"]) == 1
+        assert records[("sp", dist)]["levels"][-1]["removed"] > 0.5
+        u = records[("lth-u", dist)]
+        assert u["size"]["params"] == u["size"]["unpruned_params"]  # dense shape kept
+        assert u["size"]["nonzero_params"] < u["size"]["params"]
+        assert u["size"]["sparse_bytes"] < u["size"]["bytes"]
+    ss = records[("ss", "sad")]
+    assert [lv.get("phase") for lv in ss["levels"]] == ["ticket search"] * 2 + ["distilled ticket"]
+    md = (tmp_path / "runs/prune-movies/leaderboards/imdb-movies_features=categorical__rating.md").read_text()
+    for label in (
+        "| SP(rate=0.3,every=1)-SAD(alpha=0.5,beta=50.0) ",
+        "| LTH(rate=0.3,every=1,tolerance=1.0)-KD(alpha=0.5) ",
+        "| SS(rate=0.3,every=1,tolerance=1.0,rounds=2)-SAD(alpha=0.5,beta=50.0) ",
+    ):
+        assert label in md, label
+    header = next(line for line in md.splitlines() if line.startswith("| Method"))
+    for col in ("MAE", "% teacher", "% student", "Train J", "Sparse KiB"):
+        assert col in header
+    assert "## Pruning levels" in md
+
+
+def test_pruners_are_skipped_for_models_that_cannot_shrink(write_grid, tmp_path, register):
+    from harness.api import ModelFactory
+    from harness.grid import load_grid
+    from harness.hookspecs import hookimpl
+    from harness.plugins import get_registry
+
+    class Rigid(ModelFactory):
+        name = "rigid"
+        tasks = frozenset({"rating"})
+
+        def build(self, data):
+            return nn.Linear(data.info["n_features"], 1)
+
+    class P:
+        @hookimpl
+        def harness_register_models(self, register):
+            register(Rigid)
+
+    register(P(), "rigid")
+    grid = load_grid(
+        write_grid(
+            text="""
+        datasets: [imdb-movies]
+        teacher: {model: dcnn}
+        student: {model: rigid}
+        distillers: [none]
+        pruners: [none, sp, lth-u]
+    """
+        ),
+        get_registry(),
+    )
+    reasons = sorted(c.skip or "runs" for c in grid.cells)
+    assert reasons == [
+        "pruner 'lth-u' is unstructured; student model 'rigid' supports no pruning",
+        "pruner 'sp' is structured; student model 'rigid' supports no pruning",
+        "runs",
+    ]
