@@ -82,7 +82,7 @@ def main() -> None:
         for _ in range(args.repeats + 1):
             sync(dev)
             t0 = time.perf_counter()
-            for batch in data.batches("train", args.batch_size, True, gen, aug):
+            for _batch in data.batches("train", args.batch_size, True, gen, aug):
                 pass
             sync(dev)
             best = min(best, time.perf_counter() - t0)
