@@ -44,10 +44,14 @@ def main() -> None:
     print(f"CPU inference of pruned models; {hardware()}")
     cases = {
         "WRN-16-2 (CIFAR 32x32)": (lambda: WideResNet(16, 2, 100), (3, 32, 32)),
-        "dcnn student (imdb-movies textual, 256 inputs)": (lambda: DCNN(256, [8, 16, 32], 3, 32, 0.1),
-                                                           (256,)),
-        "dcnn teacher (imdb-movies textual, 256 inputs)": (lambda: DCNN(256, [32, 64, 128], 3, 128, 0.2),
-                                                           (256,)),
+        "dcnn student (imdb-movies textual, 256 inputs)": (
+            lambda: DCNN(256, [8, 16, 32], 3, 32, 0.1),
+            (256,),
+        ),
+        "dcnn teacher (imdb-movies textual, 256 inputs)": (
+            lambda: DCNN(256, [32, 64, 128], 3, 128, 0.2),
+            (256,),
+        ),
     }
     for name, (build, shape) in cases.items():
         torch.manual_seed(0)
@@ -60,9 +64,11 @@ def main() -> None:
                 model = masks.shrink(model).eval()
             models.append(model)
         print(f"\n{name}")
-        print(f"  {'removed':>8} {'params':>10} {'FLOPs':>12} {'b1 ms':>9} {'b256 ms':>9} "
-              f"{'FLOPs speedup':>14} {'b1 speedup':>11} {'b256 speedup':>13} {'ratio b1':>9} "
-              f"{'ratio b256':>11}")
+        print(
+            f"  {'removed':>8} {'params':>10} {'FLOPs':>12} {'b1 ms':>9} {'b256 ms':>9} "
+            f"{'FLOPs speedup':>14} {'b1 speedup':>11} {'b256 speedup':>13} {'ratio b1':>9} "
+            f"{'ratio b256':>11}"
+        )
         x1, x256 = torch.randn(1, *shape), torch.randn(256, *shape)
         # interleave the levels' timings so machine noise hits them alike
         lat = {i: {"b1": [], "b256": []} for i in range(len(models))}
@@ -72,14 +78,16 @@ def main() -> None:
                 lat[i]["b256"].append(latency(m, x256, max(3, args.repeats // 4)))
         base = None
         for i, (level, m) in enumerate(zip(args.levels, models, strict=True)):
-            flops = flops_per_sample(lambda m=m: m(x1))
+            flops = flops_per_sample(lambda m=m, x=x1: m(x))
             b1, b256 = min(lat[i]["b1"]), min(lat[i]["b256"])
             if base is None:
                 base = (flops, b1, b256)
             fs, s1, s256 = base[0] / flops, base[1] / b1, base[2] / b256
-            print(f"  {100 * level:7.0f}% {count_parameters(m):>10,} {flops:>12,} "
-                  f"{1000 * b1:9.3f} {1000 * b256:9.2f} {fs:14.2f} {s1:11.2f} {s256:13.2f} "
-                  f"{s1 / fs:9.2f} {s256 / fs:11.2f}")
+            print(
+                f"  {100 * level:7.0f}% {count_parameters(m):>10,} {flops:>12,} "
+                f"{1000 * b1:9.3f} {1000 * b256:9.2f} {fs:14.2f} {s1:11.2f} {s256:13.2f} "
+                f"{s1 / fs:9.2f} {s256 / fs:11.2f}"
+            )
 
 
 if __name__ == "__main__":

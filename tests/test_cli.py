@@ -114,39 +114,21 @@ def test_failing_cells_are_recorded_and_the_rest_go_on(write_grid, tmp_path, mon
     assert "2 failed" in listed
 
 
-def test_dry_run_prints_plan_with_skips_and_writes_nothing(
-    write_grid, tmp_path, monkeypatch, capsys, register
-):
-    from harness.api import Pruner
-
-    class Structured(Pruner):
-        name = "needs-structure"
-        structure = "structured"
-
-        def fit(self, fit):
-            return fit.train(fit.student)
-
-    class P:
-        @hookimpl
-        def harness_register_pruners(self, register):
-            register(Structured)
-
-    register(P(), "structured-test")
+def test_dry_run_prints_plan_with_skips_and_writes_nothing(write_grid, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     grid = write_grid(
         text="""
         datasets: [{name: imdb-movies, features: [numerical, social]}]
-        teacher: {model: dcnn, preset: teacher}
+        teacher: [{model: dcnn, preset: teacher}, {model: wrn, preset: wrn-16-2}]
         student: {model: dcnn, preset: student}
         distillers: [none, kd]
-        pruners: [none, needs-structure]
         seeds: 2
     """
     )
     assert run("run", "--grid", str(grid), "--dry-run") == 0
     out = capsys.readouterr().out
     assert "16 cells: 8 to run, 8 skipped (incompatible or data missing)" in out
-    assert "skip: pruner 'needs-structure' is structured; student model 'dcnn' supports no" in out
+    assert "skip: teacher model 'wrn' does not support the rating task" in out
     assert not (tmp_path / "runs").exists()
 
 
