@@ -368,12 +368,14 @@ class Fit(Protocol):
         distill: bool = True,
         on_epoch_end: Callable[[nn.Module, int], nn.Module | None] | None = None,
         select: str | None = None,
+        start_epoch: int = 0,
     ) -> nn.Module:
         """Train `model` for `epochs` (default: the budget) with the cell's distiller
         (or the plain task loss when distill=False), with a fresh optimiser and the
         learning-rate schedule from its start. `on_epoch_end(model, epoch)` may return a
         replacement model (e.g. rebuilt smaller); training continues on it. `select`
-        ("last" or "best_val") overrides the grid's budget.select for this call."""
+        ("last" or "best_val") overrides the grid's budget.select for this call;
+        `start_epoch` starts the learning-rate schedule there instead of at 0."""
         ...
 
     def evaluate(self, model: nn.Module, split: str = "val") -> dict[str, float]:

@@ -35,7 +35,8 @@ TOP_KEYS = {
     "train": "optimiser settings for the student (and teacher unless teacher_train)",
     "teacher_train": "optimiser settings for the teacher, over `train`",
     "hparams": "default hyper-parameters per method name, e.g. {kd: {T: 4}}",
-    "overrides": "per-method budget/train overrides, e.g. {kd: {train: {lr: 0.01}}}",
+    "overrides": "per-method budget/train overrides, e.g. {kd: {train: {lr: 0.01}}}; a pruner's "
+    "may also set its cells' distiller hyper-parameters: {sp: {distiller: {beta: 100}}}",
     "energy": "meter: auto or a meter's name; inference_min_seconds; cpu_watts_per_core",
 }
 
@@ -432,7 +433,7 @@ def load_grid(path: str | Path, registry: Registry) -> Grid:
 
     overrides = data.get("overrides") or {}
     if not isinstance(overrides, dict):
-        raise UsageError(f"{doc.where('overrides')}: expected {{method: {{budget:, train:}}}}")
+        raise UsageError(f"{doc.where('overrides')}: expected {{method: {{budget:, train:, distiller:}}}}")
     checked_overrides: dict[str, dict[str, dict[str, Any]]] = {}
     for mname, ov in overrides.items():
         if mname not in used:
@@ -441,15 +442,31 @@ def load_grid(path: str | Path, registry: Registry) -> Grid:
                 "this grid" + closest(str(mname), used)
             )
         if not isinstance(ov, dict):
-            raise UsageError(f"{doc.where('overrides', mname)}: expected {{budget:, train:}}")
+            raise UsageError(f"{doc.where('overrides', mname)}: expected {{budget:, train:, distiller:}}")
+        pruner_names = {p["name"] for p in pruners}
         for k in ov:
-            if k not in ("budget", "train"):
+            if k not in ("budget", "train", "distiller"):
                 raise UsageError(
-                    f"{doc.where('overrides', mname, k)}: unknown key {k!r} (known: budget, train)"
+                    f"{doc.where('overrides', mname, k)}: unknown key {k!r} (known: budget, train, distiller)"
                 )
+        dist_over = ov.get("distiller") or {}
+        if dist_over and (mname not in pruner_names or not isinstance(dist_over, dict)):
+            raise UsageError(
+                f"{doc.where('overrides', mname, 'distiller')}: only a pruner's overrides may "
+                "set distiller hyper-parameters, as a mapping"
+            )
+        where_d = doc.where("overrides", mname, "distiller")
+        for key in dist_over:  # each key must belong to a distiller of the grid
+            owners = [d for d in distillers if key in registry.get("distiller", d["name"]).params]
+            if not owners:
+                raise UsageError(f"{where_d}: no distiller of this grid takes {key!r}")
+            for d in owners:
+                cls = registry.get("distiller", d["name"])
+                cls.resolve_params({**d["params"], key: dist_over[key]}, where_d)
         checked_overrides[mname] = {
             "budget": _section(doc, ("overrides", mname, "budget"), BUDGET, ov.get("budget")),
             "train": _section(doc, ("overrides", mname, "train"), TRAIN, ov.get("train")),
+            "distiller": dict(dist_over),
         }
 
     # ----- expansion
@@ -464,6 +481,18 @@ def load_grid(path: str | Path, registry: Registry) -> Grid:
                 t.update(checked_overrides[m]["train"])
         if b["teacher_epochs"] is None:
             b["teacher_epochs"] = budget["epochs"]
+        cls = registry.get("distiller", dist["name"])
+        d_over = {
+            k: v
+            for k, v in checked_overrides.get(prune["name"], {}).get("distiller", {}).items()
+            if k in cls.params
+        }
+        if d_over:  # the pruner's cells use their own distiller hyper-parameters
+            dist = {
+                "name": dist["name"],
+                "params": cls.resolve_params({**dist["params"], **d_over}, "overrides"),
+                "shown": list(dict.fromkeys([*dist["shown"], *d_over])),
+            }
         config = {
             "dataset": ds,
             "task": task,

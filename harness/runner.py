@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import gc
+import hashlib
 import json
 import os
 import random
@@ -189,12 +190,15 @@ def train_model(
     progress: bool = False,
     select: str = "last",
     eval_batch_size: int = 1024,
+    start_epoch: int = 0,
 ) -> nn.Module:
     """Train `model` for `epochs`; with a distiller, its loss replaces the task loss.
 
     select: "last" returns the model after the last epoch; "best_val" scores the
     validation split after every epoch and returns the best epoch's model (early
     stopping by model selection; the budget is still spent in full).
+    start_epoch: where the learning-rate schedule starts (e.g. a later round of a
+    pruning schedule that continues one schedule across rounds).
     Raises CellError when the loss becomes NaN or infinite.
     """
     needs = distiller.needs if distiller is not None else frozenset()
@@ -220,7 +224,7 @@ def train_model(
     try:
         for epoch in bar:
             for group in opt.param_groups:
-                group["lr"] = lr_at(cfg, epoch)
+                group["lr"] = lr_at(cfg, start_epoch + epoch)
             model.train()
             total = torch.zeros((), device=next(model.parameters()).device)
             steps = 0
@@ -289,8 +293,6 @@ def train_model(
 
 
 def teacher_key(config: dict[str, Any]) -> str:
-    import hashlib
-
     spec = {
         "dataset": {k: config["dataset"][k] for k in ("name", "params")},
         "task": config["task"],
@@ -414,7 +416,7 @@ class CellFit:
         metric = next(m for m in task.metrics if m.name == task.primary)
         self.primary = (metric.name, metric.lower_is_better)
 
-    def train(self, model, epochs=None, distill=True, on_epoch_end=None, select=None):
+    def train(self, model, epochs=None, distill=True, on_epoch_end=None, select=None, start_epoch=0):
         return train_model(
             model,
             self.data,
@@ -432,6 +434,7 @@ class CellFit:
             progress=self.progress,
             select=select or self.config["budget"]["select"],
             eval_batch_size=self.config["budget"]["eval_batch_size"],
+            start_epoch=start_epoch,
         )
 
     def evaluate(self, model, split="val"):

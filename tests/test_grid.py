@@ -192,3 +192,40 @@ def test_shipped_grids_validate():
         for cell in grid.skipped:  # only data that is not on this machine may skip a cell
             assert "not found" in cell.skip, (path, cell.skip)
         assert grid.cells, path
+
+
+def test_a_pruners_overrides_set_its_cells_distiller_hyper_parameters(write_grid):
+    grid = load_grid(
+        write_grid("""
+        datasets: [imdb-movies]
+        teacher: {model: dcnn}
+        student: {model: dcnn}
+        distillers: [kd, sad]
+        pruners: [none, sp]
+        hparams: {sad: {beta: 200}}
+        overrides:
+          sp: {distiller: {beta: 100, alpha: 0.8}, budget: {epochs: 16}}
+    """),
+        get_registry(),
+    )
+    by = {(c.config["pruner"]["name"], c.config["distiller"]["name"]): c.config for c in grid.cells}
+    assert by[("none", "sad")]["distiller"]["params"]["beta"] == 200
+    assert by[("sp", "sad")]["distiller"]["params"]["beta"] == 100
+    assert by[("sp", "sad")]["distiller"]["params"]["alpha"] == 0.8
+    assert by[("sp", "kd")]["distiller"]["params"]["alpha"] == 0.8  # kd takes alpha, not beta
+    assert by[("sp", "kd")]["budget"]["epochs"] == 16 and by[("none", "kd")]["budget"]["epochs"] == 10
+    with pytest.raises(UsageError, match="no distiller of this grid takes 'gamma'"):
+        load_grid(
+            write_grid(
+                """
+            datasets: [imdb-movies]
+            teacher: {model: dcnn}
+            student: {model: dcnn}
+            distillers: [kd]
+            pruners: [sp]
+            overrides: {sp: {distiller: {gamma: 1}}}
+        """,
+                filename="bad.yaml",
+            ),
+            get_registry(),
+        )

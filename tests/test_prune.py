@@ -225,3 +225,57 @@ def test_pruners_are_skipped_for_models_that_cannot_shrink(write_grid, tmp_path,
         "pruner 'sp' is structured; student model 'rigid' supports no pruning",
         "runs",
     ]
+
+
+class FakeFit:
+    """Records how a pruner drives training (no data needed)."""
+
+    def __init__(self, student, epochs, example, scores):
+        self.student, self.epochs, self.example = student, epochs, example
+        self.primary = ("mae", True)
+        self.calls, self.levels, self.scores = [], [], list(scores)
+
+    def train(self, model, epochs=None, distill=True, on_epoch_end=None, select=None, start_epoch=0):
+        self.calls.append({"epochs": epochs, "distill": distill, "start_epoch": start_epoch})
+        with torch.no_grad():  # "training" moves every weight
+            for p in model.parameters():
+                p.add_(0.01)
+        return model
+
+    def evaluate(self, model, split="val"):
+        return {"mae": self.scores.pop(0)}
+
+    def log_level(self, **values):
+        self.levels.append(values)
+
+
+@pytest.mark.parametrize("schedule, starts", [("restart", [0, 0, 0]), ("continue", [0, 4, 8])])
+def test_lth_rounds_schedule_and_winner(schedule, starts):
+    from harness_prune.pruners import LotteryTicket
+
+    torch.manual_seed(0)
+    fit = FakeFit(mlp(), 12, {"x": torch.randn(4, 10)}, scores=[0.9, 0.7, 0.8])
+    pruner = LotteryTicket(
+        **LotteryTicket.resolve_params({"rate": 0.5, "every": 4, "schedule": schedule}, "p")
+    )
+    model = pruner.fit(fit)
+    assert [c["start_epoch"] for c in fit.calls] == starts
+    assert all(c["epochs"] == 4 and c["distill"] for c in fit.calls)
+    assert [lv["removed"] for lv in fit.levels] == [0.0, 0.5, 0.75]
+    assert [lv["winner"] for lv in fit.levels] == [False, True, False]  # best val MAE 0.7
+    assert count_parameters(model) == 10 * 10 + 10 + 10 + 1  # level 1: 10 of 20 units
+
+
+def test_ss_searches_without_distillation_then_distils_the_ticket():
+    from harness_prune.pruners import SparseStudent
+
+    torch.manual_seed(0)
+    fit = FakeFit(mlp(), 5, {"x": torch.randn(4, 10)}, scores=[0.9, 0.6, 0.8, 0.5])
+    pruner = SparseStudent(**SparseStudent.resolve_params({"rate": 0.5, "every": 2, "rounds": 3}, "p"))
+    model = pruner.fit(fit)
+    assert [c["distill"] for c in fit.calls] == [False, False, False, True]
+    assert fit.calls[-1]["epochs"] is None  # the distilled ticket trains for the budget
+    assert [lv.get("phase") for lv in fit.levels] == ["ticket search"] * 3 + ["distilled ticket"]
+    assert [lv.get("chosen_ticket", False) for lv in fit.levels] == [False, True, False, False]
+    assert fit.levels[-1]["winner"] and fit.levels[-1]["removed"] == 0.5
+    assert count_parameters(model) == 10 * 10 + 10 + 10 + 1

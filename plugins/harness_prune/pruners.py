@@ -162,6 +162,13 @@ class _Ticket(Pruner):
             "rewind the survivors to their values after this many epochs "
             "of the first round (0: the initial weights, as Frankle & Carbin)",
         ),
+        "schedule": Param(
+            "restart",
+            "learning-rate schedule of the rounds: restart (each round from epoch 0, as "
+            "Frankle & Carbin) or continue (one schedule over all rounds, e.g. seed 000's "
+            "LTH milestones 170/340/510)",
+            choices=("restart", "continue"),
+        ),
     }
 
     @classmethod
@@ -190,6 +197,7 @@ class _Ticket(Pruner):
         for r in range(rounds):
             model = fit.train(
                 model,
+                start_epoch=r * p["every"] if p["schedule"] == "continue" else 0,
                 epochs=p["every"],
                 distill=distill,
                 on_epoch_end=capture if r == 0 and p["rewind_epoch"] else None,
