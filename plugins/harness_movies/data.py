@@ -165,6 +165,10 @@ def _pipes(cell: Any) -> list[str]:
     return [s.strip() for s in cell.split("|") if s.strip()] if isinstance(cell, str) else []
 
 
+#: IMDB-5000's social columns: Facebook likes of the director, the actors, the cast, the film.
+IMDB_SOCIAL = ("director_likes", "actor1_likes", "actor2_likes", "actor3_likes", "cast_likes", "movie_likes")
+
+
 def imdb5000_table(path: Path, tmdb_path: Path | None) -> Table:
     """IMDB-5000 (movie_metadata.csv), optionally merged with TMDB-5000 (the seed paper)."""
     try:
@@ -240,26 +244,11 @@ def imdb5000_table(path: Path, tmdb_path: Path | None) -> Table:
     return Table(
         frame,
         numerical=numerical,
-        social=[
-            "director_likes",
-            "actor1_likes",
-            "actor2_likes",
-            "actor3_likes",
-            "cast_likes",
-            "movie_likes",
-        ],
+        social=list(IMDB_SOCIAL),
         categorical=categorical,
         multi=multi,
         textual=textual,
-        log_columns={
-            "budget",
-            "director_likes",
-            "actor1_likes",
-            "actor2_likes",
-            "actor3_likes",
-            "cast_likes",
-            "movie_likes",
-        },
+        log_columns={"budget", *IMDB_SOCIAL},  # counts of likes are heavy-tailed
         source="IMDB-5000" + (" + TMDB-5000" if tmdb_path is not None else ""),
     )
 
