@@ -27,7 +27,8 @@ def cpu_model() -> str:
 
 
 def git_commit() -> str | None:
-    """Commit of the harness checkout, with '-dirty' when it has uncommitted changes."""
+    """Commit of the harness checkout, with '-dirty' when its code has uncommitted changes
+    (generated leaderboards and markdown docs do not count: they do not change results)."""
     here = Path(__file__).resolve().parent
     try:
         sha = subprocess.run(
@@ -38,8 +39,25 @@ def git_commit() -> str | None:
         )
         if sha.returncode != 0:
             return None
+        top = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "--show-toplevel"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+            [
+                "git",
+                "-C",
+                top or str(here),
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                ":(exclude)leaderboards",
+                ":(exclude)*.md",
+            ],
             capture_output=True,
             text=True,
             timeout=5,
