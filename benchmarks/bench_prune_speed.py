@@ -40,8 +40,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--levels", type=float, nargs="+", default=[0.0, 0.2, 0.4, 0.6])
     ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--round-to", type=int, default=1, help="keep multiples of this many channels")
     args = ap.parse_args()
-    print(f"CPU inference of pruned models; {hardware()}")
+    print(f"CPU inference of pruned models (round_to {args.round_to}); {hardware()}")
     cases = {
         "WRN-16-2 (CIFAR 32x32)": (lambda: WideResNet(16, 2, 100), (3, 32, 32)),
         "dcnn student (imdb-movies textual, 256 inputs)": (
@@ -60,7 +61,7 @@ def main() -> None:
             model = build().eval()
             if level > 0:
                 masks = StructuredMasks(model, torch.randn(2, *shape))
-                masks.prune(model, level)
+                masks.prune(model, level, args.round_to)
                 model = masks.shrink(model).eval()
             models.append(model)
         print(f"\n{name}")

@@ -280,3 +280,15 @@ def test_ss_searches_without_distillation_then_distils_the_ticket():
     assert [lv.get("chosen_ticket", False) for lv in fit.levels] == [False, True, False, False]
     assert fit.levels[-1]["winner"] and fit.levels[-1]["removed"] == 0.5
     assert count_parameters(model) == 10 * 10 + 10 + 10 + 1
+
+
+def test_round_to_keeps_multiples_of_eight_channels():
+    torch.manual_seed(0)
+    model, x = WideResNet(16, 2, 100), torch.randn(2, 3, 32, 32)
+    masks = StructuredMasks(model, x)
+    masks.prune(model, 0.4, round_to=8)
+    for g in masks.groups:
+        assert len(g.alive) % 8 == 0 and len(g.alive) >= 8, (g.root, len(g.alive))
+    small = masks.shrink(model)
+    convs = [m for m in small.modules() if isinstance(m, nn.Conv2d)]
+    assert all(m.out_channels % 8 == 0 for m in convs)

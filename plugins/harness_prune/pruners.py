@@ -104,6 +104,11 @@ COMMON = {
         "0: the winning level has the best validation score; > 0: the "
         "smallest level within this much of the best (metric units)",
     ),
+    "round_to": Param(
+        1,
+        "keep a multiple of this many channels in every group (e.g. 8, for "
+        "vectorised kernels; structured pruning only)",
+    ),
 }
 
 
@@ -112,6 +117,8 @@ def _check(params: dict[str, Any], where: str) -> None:
         raise UsageError(f"{where}.rate: must be between 0 and 1")
     if params["every"] < 1:
         raise UsageError(f"{where}.every: must be at least 1")
+    if params.get("round_to", 1) < 1:
+        raise UsageError(f"{where}.round_to: must be at least 1")
     if params["tolerance"] < 0:
         raise UsageError(f"{where}.tolerance: must be 0 or more")
 
@@ -140,7 +147,7 @@ class StructuredPruning(Pruner):
             done = epoch + 1
             if done % p["every"] == 0 and done < fit.epochs:
                 levels.record(model, done)
-                masks.prune(model, p["rate"])
+                masks.prune(model, p["rate"], p.get("round_to", 1))
 
         model = fit.train(fit.student, on_epoch_end=on_epoch_end, select="last")
         levels.record(model, fit.epochs)
@@ -204,7 +211,7 @@ class _Ticket(Pruner):
             )
             levels.record(model, (r + 1) * p["every"], phase="" if distill else "ticket search")
             if r < rounds - 1:
-                masks.prune(model, p["rate"])
+                masks.prune(model, p["rate"], p.get("round_to", 1))
                 rewind(model, rewind_to)
         return rewind_to
 
@@ -235,7 +242,7 @@ class LotteryTicketUnstructured(LotteryTicket):
     )
     structure = "unstructured"
     params = {
-        **_Ticket.params,
+        **{k: v for k, v in _Ticket.params.items() if k != "round_to"},  # single weights
         "rate": Param(0.2, "fraction of the surviving weights removed after each round"),
     }
 

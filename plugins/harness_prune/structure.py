@@ -20,7 +20,7 @@ outputs (within 1e-5).
 Importance of a channel (Li et al. 2017): the L1 norm of its filters, summed over the
 producers of its group. Each pruning event removes `rate` of the channels that still
 survive in every group (per group, like torch.nn.utils.prune.ln_structured per layer),
-keeping at least one.
+keeping at least one, and with `round_to` a multiple of that many.
 
 Unstructured pruning (global magnitude, Frankle & Carbin; open_lth's default) masks
 individual conv/linear weights, smallest |w| first across the whole model; the model
@@ -122,11 +122,17 @@ class StructuredMasks:
             score += w.reshape(w.shape[0], -1).sum(1).cpu()
         return score
 
-    def prune(self, model: nn.Module, rate: float) -> None:
-        """Remove `rate` of the surviving channels of every group (lowest L1 first)."""
+    def prune(self, model: nn.Module, rate: float, round_to: int = 1) -> None:
+        """Remove `rate` of the surviving channels of every group (lowest L1 first).
+
+        round_to > 1 keeps a multiple of that many channels in every group larger than
+        it (the nearest to what `rate` asks), which suits vectorised CPU/GPU kernels."""
         for g in self.groups:
             alive = g.alive
             k = min(int(round(rate * len(alive))), len(alive) - 1)
+            if round_to > 1 and len(alive) > round_to:
+                keep = max(round_to, int(round((len(alive) - k) / round_to)) * round_to)
+                k = len(alive) - min(keep, len(alive))
             if k <= 0:
                 continue
             score = self.importance(model, g)
@@ -197,8 +203,9 @@ class UnstructuredMasks:
     def removed_fraction(self) -> float:
         return sum(int((m == 0).sum()) for m in self.masks.values()) / self.total
 
-    def prune(self, model: nn.Module, rate: float) -> None:
-        """Mask `rate` of the surviving weights with the smallest magnitude, globally."""
+    def prune(self, model: nn.Module, rate: float, round_to: int = 1) -> None:
+        """Mask `rate` of the surviving weights with the smallest magnitude, globally
+        (`round_to` concerns channels and does not apply to single weights)."""
         mods = dict(model.named_modules())
         scores = []
         for n in self.targets:
