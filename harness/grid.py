@@ -277,24 +277,20 @@ def _named(doc: Located, path: tuple, entry: Any, name_key: str) -> tuple[str, d
     )
 
 
-def _expand_options(cls: Any, options: dict[str, Any]) -> list[tuple[dict[str, Any], list[str]]]:
+def _expand_options(cls: Any, options: dict[str, Any]) -> list[dict[str, Any]]:
     """Options whose value is a list, for a param that does not take a list, expand into
-    one variant per value (every combination). Returns (options, expanded keys)."""
+    one variant per value (every combination)."""
     sweep = {}
     for k, v in options.items():
         p = cls.params.get(k)
         takes_list = p is not None and (types := p.accepted()) is not None and list in types
         if isinstance(v, list) and p is not None and not takes_list:
             sweep[k] = v
-    if not sweep:
-        return [(options, [])]
     keys = list(sweep)
-    out = []
-    for combo in itertools.product(*(sweep[k] for k in keys)):
-        o = dict(options)
-        o.update(zip(keys, combo, strict=True))
-        out.append((o, keys))
-    return out
+    return [
+        {**options, **dict(zip(keys, combo, strict=True))}
+        for combo in itertools.product(*(sweep[k] for k in keys))
+    ]
 
 
 def load_grid(path: str | Path, registry: Registry) -> Grid:
@@ -355,7 +351,7 @@ def load_grid(path: str | Path, registry: Registry) -> Grid:
                 f"(it has: {', '.join(sorted(cls.tasks))})"
             )
         shown = [k for k in cls.params if k in opts]
-        for variant, _ in _expand_options(cls, opts):
+        for variant in _expand_options(cls, opts):
             params = cls.resolve_params(variant, where)
             absent = cls(**params).missing()  # data not on disk: its cells are skipped
             datasets.append(({"name": dname, "params": params, "shown": shown}, task, absent))
@@ -384,7 +380,7 @@ def load_grid(path: str | Path, registry: Registry) -> Grid:
                         )
                     )
                 base = copy.deepcopy(cls.presets[preset])
-            for variant, _ in _expand_options(cls, opts):
+            for variant in _expand_options(cls, opts):
                 params = cls.resolve_params({**base, **variant}, where)
                 out.append(
                     {
@@ -408,7 +404,7 @@ def load_grid(path: str | Path, registry: Registry) -> Grid:
             mname, opts = _named(doc, path, entry, "name")
             cls = registry.get(kind, mname, doc.where(*path))
             merged = {**hparams.get(mname, {}), **opts}
-            for variant, _ in _expand_options(cls, merged):
+            for variant in _expand_options(cls, merged):
                 out.append(
                     {
                         "name": mname,
