@@ -56,15 +56,20 @@ def execute(
         initargs=(threads, os.environ.get("HARNESS_PLUGINS")),
     ) as pool:
         futures = {pool.submit(_work, c.config, c.id, grid, worker_opts): (i, c) for i, c in enumerate(cells)}
-        for fut in as_completed(futures):
-            i, cell = futures[fut]
-            try:
-                record = fut.result()
-            except BrokenProcessPool as e:
-                record = _failed(cell, grid, f"worker process died: {e}")
-            except Exception as e:  # e.g. a record that could not be pickled
-                record = _failed(cell, grid, f"{type(e).__name__}: {e}")
-            on_record(record, i)
+        try:
+            for fut in as_completed(futures):
+                i, cell = futures[fut]
+                try:
+                    record = fut.result()
+                except BrokenProcessPool as e:
+                    record = _failed(cell, grid, f"worker process died: {e}")
+                except Exception as e:  # e.g. a record that could not be pickled
+                    record = _failed(cell, grid, f"{type(e).__name__}: {e}")
+                on_record(record, i)
+        except KeyboardInterrupt:
+            # stop at once: cells not started are dropped (they rerun next time)
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     sys.stderr.flush()
 
 

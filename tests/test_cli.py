@@ -246,3 +246,32 @@ def test_parallel_workers_and_leaderboard_command(write_grid, tmp_path, monkeypa
     assert run("leaderboard", "--results", "par/results.db", "--out", "lb") == 0
     assert (tmp_path / "lb/imdb-movies_features=numerical__rating.md").exists()
     assert (tmp_path / "lb/README.md").read_text().startswith("# Leaderboards")
+
+
+class Interrupting(Distiller):
+    name = "ctrl-c"
+    description = "test: the user presses Ctrl-C during this cell"
+    tasks = frozenset({"rating"})
+
+    def loss(self, step):
+        raise KeyboardInterrupt
+
+
+class InterruptPlugin:
+    @hookimpl
+    def harness_register_distillers(self, register):
+        register(Interrupting)
+
+
+@pytest.mark.slow
+def test_interrupt_keeps_finished_cells_and_exits_130(write_grid, tmp_path, monkeypatch, capsys,
+                                                      register):
+    register(InterruptPlugin(), "interrupt")
+    monkeypatch.chdir(tmp_path)
+    grid = write_grid(distillers="[none, ctrl-c]")
+    assert run("run", "--grid", str(grid)) == 130
+    captured = capsys.readouterr()
+    assert "interrupted: finished cells are stored" in captured.err
+    db = sqlite3.connect(tmp_path / "runs/tiny/results.db")
+    assert db.execute("select distiller, status from cells").fetchall() == [("none", "ok")]
+    assert (tmp_path / "runs/tiny/leaderboards/README.md").exists()
