@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -264,8 +267,7 @@ class InterruptPlugin:
 
 
 @pytest.mark.slow
-def test_interrupt_keeps_finished_cells_and_exits_130(write_grid, tmp_path, monkeypatch, capsys,
-                                                      register):
+def test_interrupt_keeps_finished_cells_and_exits_130(write_grid, tmp_path, monkeypatch, capsys, register):
     register(InterruptPlugin(), "interrupt")
     monkeypatch.chdir(tmp_path)
     grid = write_grid(distillers="[none, ctrl-c]")
@@ -275,3 +277,41 @@ def test_interrupt_keeps_finished_cells_and_exits_130(write_grid, tmp_path, monk
     db = sqlite3.connect(tmp_path / "runs/tiny/results.db")
     assert db.execute("select distiller, status from cells").fetchall() == [("none", "ok")]
     assert (tmp_path / "runs/tiny/leaderboards/README.md").exists()
+
+
+@pytest.mark.slow
+def test_interrupt_in_a_worker_cancels_the_pending_cells(write_grid, tmp_path, capsys):
+    # the plugin must reach the spawned workers: install it as a dist-info on sys.path
+    site = tmp_path / "site"
+    (site / "harness_ctrlc").mkdir(parents=True)
+    (site / "harness_ctrlc" / "__init__.py").write_text(
+        "from harness import hookimpl\n"
+        "from harness.api import Distiller\n\n"
+        "class CtrlC(Distiller):\n"
+        "    name = 'ctrl-c'\n"
+        "    tasks = frozenset({'rating'})\n\n"
+        "    def loss(self, step):\n"
+        "        raise KeyboardInterrupt\n\n"
+        "@hookimpl\n"
+        "def harness_register_distillers(register):\n"
+        "    register(CtrlC)\n"
+    )
+    info = site / "harness_ctrlc-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: harness-ctrlc\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[harness]\nctrlc = harness_ctrlc\n")
+    grid = write_grid(distillers="[ctrl-c, none]", seeds="[0, 1, 2, 3, 4, 5]")
+    env = dict(os.environ, PYTHONPATH=str(site))
+    res = subprocess.run(
+        [sys.executable, "-m", "harness", "run", "--grid", str(grid), "-j", "2"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 130, res.stdout + res.stderr
+    assert "interrupted" in res.stderr
+    db = sqlite3.connect(tmp_path / "runs/tiny/results.db")
+    stored = db.execute("select count(*) from cells").fetchone()[0]
+    assert stored < 12  # the cells not yet started were cancelled, not run
