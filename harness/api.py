@@ -10,7 +10,6 @@ Everything here is method-agnostic: the core never names a dataset, model or met
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -175,9 +174,6 @@ class TensorSplit:
         else:
             for start in range(0, n, batch_size):
                 yield {k: v[start : start + batch_size] for k, v in self.tensors.items()}
-
-    def num_batches(self, batch_size: int) -> int:
-        return math.ceil(len(self) / batch_size)
 
 
 @dataclass

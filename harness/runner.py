@@ -87,10 +87,6 @@ def load_data(config: dict[str, Any], device: str) -> DataBundle:
     return _DATA[key]
 
 
-def clear_data_cache() -> None:
-    _DATA.clear()
-
-
 # --------------------------------------------------------------------------- training
 
 
