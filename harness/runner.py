@@ -198,7 +198,7 @@ def train_model(
     Raises CellError when the loss becomes NaN or infinite.
     """
     needs = distiller.needs if distiller is not None else frozenset()
-    use_teacher = teacher is not None and bool(needs & {"teacher", "logits", "features", "scores"})
+    use_teacher = teacher is not None and bool(needs)  # every need is the teacher's output
     want_features = "features" in needs
     extra = list(extra_params or [])
     if use_teacher:

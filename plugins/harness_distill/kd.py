@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.api import Distiller, Param, Step
+from harness.errors import UsageError
 
 
 class NoDistillation(Distiller):
@@ -49,8 +50,6 @@ class KnowledgeDistillation(Distiller):
 
     @classmethod
     def check(cls, params, where):
-        from harness.errors import UsageError
-
         if params["T"] <= 0:
             raise UsageError(f"{where}.T: must be positive")
         if not 0 <= params["alpha"] <= 1:

@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 
 from harness.api import DataBundle, Dataset, Param, TensorSplit
-from harness.errors import UsageError
+from harness.errors import UsageError, closest
 
 GROUPS = ("numerical", "social", "categorical", "textual")
 VEGA_FILE = Path(__file__).parent / "data" / "vega-movies.json"
@@ -382,8 +382,6 @@ class ImdbMovies(Dataset):
     def check(cls, params: dict[str, Any], where: str) -> None:
         for g in parse_groups(params["features"]):
             if g not in GROUPS:
-                from harness.errors import closest
-
                 raise UsageError(
                     f"{where}.features: unknown feature group {g!r}"
                     + (closest(g, GROUPS) or f" (groups: {', '.join(GROUPS)})")

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from harness.api import DataBundle, ModelFactory, Param
+from harness.errors import UsageError
 
 
 class DCNN(nn.Module):
@@ -72,8 +73,6 @@ class DCNNFactory(ModelFactory):
 
     @classmethod
     def check(cls, params, where):
-        from harness.errors import UsageError
-
         ch = params["channels"]
         if not ch or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in ch):
             raise UsageError(f"{where}.channels: expected a non-empty list of positive ints")
