@@ -189,6 +189,9 @@ class DataBundle:
     harness to every batch on the device before the models see it: augmentation when
     train is True (drawing randomness from `generator`, a generator on the batch's
     device), normalisation always. Teacher and student see the same transformed batch.
+    extra: further named splits that travel with the bundle to the device, e.g. the
+    ranking task's one row per user ("users") and training histories ("history"). A
+    model may train on one of them (its `train_split` attribute, default "train").
     """
 
     task: str
@@ -200,6 +203,7 @@ class DataBundle:
     transform: (
         Callable[[dict[str, torch.Tensor], bool, torch.Generator | None], dict[str, torch.Tensor]] | None
     ) = None
+    extra: dict[str, TensorSplit] = field(default_factory=dict)
 
     def to(self, device: torch.device | str) -> DataBundle:
         return DataBundle(
@@ -210,7 +214,18 @@ class DataBundle:
             self.info,
             self.note,
             self.transform,
+            {k: v.to(device) for k, v in self.extra.items()},
         )
+
+    def split(self, name: str) -> TensorSplit:
+        """A split by name: "train", "val", "test" or one of `extra`."""
+        if name in ("train", "val", "test"):
+            return getattr(self, name)
+        try:
+            return self.extra[name]
+        except KeyError:
+            known = ", ".join(["train", "val", "test", *self.extra])
+            raise KeyError(f"no split {name!r} (the data has: {known})") from None
 
     def prepare(
         self,
@@ -232,7 +247,7 @@ class DataBundle:
         """Prepared batches of a split; shuffled (with `generator`) and augmented (with
         `aug_generator`) when train is True. In training a last batch of one sample is
         dropped (batch normalisation cannot train on it)."""
-        for batch in getattr(self, split).batches(batch_size, shuffle=train, generator=generator):
+        for batch in self.split(split).batches(batch_size, shuffle=train, generator=generator):
             if train and len(next(iter(batch.values()))) < 2:
                 continue
             yield self.prepare(batch, train, aug_generator)
@@ -275,7 +290,9 @@ class ModelFactory(Component):
     """Builds an `nn.Module` for a task from a dataset's info.
 
     The module's forward takes the batch's "x" tensor and returns logits [B, C]
-    (classification) or predictions [B] (rating, standardised scale).
+    (classification) or predictions [B] (rating, standardised scale). In the ranking
+    task the module follows `harness.tasks.RankingModel` instead (it is given the whole
+    batch, scores every item for the batch's users, and computes its own ranking loss).
 
     exposes_features: the module has `feature_layers() -> list[nn.Module]`, whose
       outputs (captured by forward hooks) are the features feature distillers match.
@@ -299,19 +316,26 @@ class ModelFactory(Component):
 class Step:
     """What a distiller's loss sees at one training step.
 
-    task_loss is the student's own task loss on the batch (CE, MSE, ...), already
-    computed; teacher_out/teacher_features are None unless the distiller needs them,
-    and were computed under no_grad with the teacher in eval mode.
+    task_loss is the student's own task loss on the batch (CE, MSE, the recommender's
+    own ranking loss, ...), already computed; student_out is the student's output on the
+    batch (None in the ranking task, whose models score items on request);
+    teacher_out/teacher_features are None unless the distiller needs them ("logits",
+    "features"), and were computed under no_grad with the teacher in eval mode.
+    student/teacher are the models themselves (teacher None without a teacher), for
+    distillers that query them, e.g. a ranking distiller asking for the scores of
+    sampled items: query the teacher under torch.no_grad().
     """
 
     batch: dict[str, torch.Tensor]
     task: str
-    student_out: torch.Tensor
+    student_out: torch.Tensor | None
     task_loss: torch.Tensor
     teacher_out: torch.Tensor | None = None
     student_features: list[torch.Tensor] | None = None
     teacher_features: list[torch.Tensor] | None = None
     epoch: int = 0
+    student: nn.Module | None = None
+    teacher: nn.Module | None = None
 
 
 class Distiller(Component):

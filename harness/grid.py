@@ -54,7 +54,7 @@ BUDGET = {
 }
 
 TRAIN = {
-    "optimizer": Param("adam", "optimiser", choices=("adam", "adamw", "sgd")),
+    "optimizer": Param("adam", "optimiser", choices=("adam", "adamw", "sgd", "adagrad")),
     "lr": Param(1e-3, "learning rate"),
     "weight_decay": Param(0.0, "weight decay"),
     "momentum": Param(0.9, "SGD momentum"),

@@ -159,6 +159,8 @@ def make_optimizer(params: list[nn.Parameter], cfg: dict[str, Any]) -> torch.opt
             weight_decay=cfg["weight_decay"],
             nesterov=cfg["nesterov"],
         )
+    if cfg["optimizer"] == "adagrad":  # (the CD paper's CDAE)
+        return torch.optim.Adagrad(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     if cfg["optimizer"] == "adamw":
         return torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     return torch.optim.Adam(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
@@ -198,11 +200,14 @@ def train_model(
     Raises CellError when the loss becomes NaN or infinite.
     """
     needs = distiller.needs if distiller is not None else frozenset()
-    use_teacher = teacher is not None and bool(needs)  # every need is the teacher's output
     want_features = "features" in needs
+    # the teacher's outputs are computed per batch for distillers that compare outputs
+    # or features; others (ranking) query the teacher themselves through Step.teacher
+    use_teacher = teacher is not None and bool(needs & {"logits", "features"})
     extra = list(extra_params or [])
-    if use_teacher:
+    if teacher is not None:
         teacher.eval()
+    split = task.train_split(model)
 
     def taps(m: nn.Module) -> FeatureTap | None:
         return FeatureTap(m) if want_features else None
@@ -224,11 +229,10 @@ def train_model(
             model.train()
             total = torch.zeros((), device=next(model.parameters()).device)
             steps = 0
-            batches = data.batches("train", batch_size, train=True, generator=generator, aug_generator=aug)
+            batches = data.batches(split, batch_size, train=True, generator=generator, aug_generator=aug)
             for batch in batches:
                 with s_tap.record() if s_tap else contextlib.nullcontext():
-                    out = task.forward(model, batch)
-                task_loss = task.loss(out, batch)
+                    out, task_loss = task.train_step(model, batch)
                 if distiller is None:
                     loss = task_loss
                 else:
@@ -247,6 +251,8 @@ def train_model(
                             teacher_features=t_feats,
                             student_features=s_tap.take() if s_tap else None,
                             epoch=epoch,
+                            student=model,
+                            teacher=teacher,
                         )
                     )
                 opt.zero_grad(set_to_none=True)

@@ -3,13 +3,16 @@
 classification: logits [B, C], cross-entropy; metric top-1 error (and accuracy).
 rating: predictions [B] on the standardised target, MSE; metrics MAE, MSE, RMSE on the
   original scale (undoing the dataset's target_mean/target_std).
-ranking: left to the recommender issue's plugins (models with their own scoring).
+ranking: top-N recommendation with leave-one-out splits; the model scores every item
+  for a batch of users and trains on its own ranking loss (see `RankingModel`); metrics
+  HR@K and NDCG@K over the full item set, with the user's training items excluded.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +35,17 @@ class Task(ABC):
 
     def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return model(batch["x"])
+
+    def train_split(self, model: nn.Module) -> str:
+        """The split a model trains on (one of the data's splits)."""
+        return "train"
+
+    def train_step(
+        self, model: nn.Module, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """The model's output on a training batch and its task loss."""
+        out = self.forward(model, batch)
+        return out, self.loss(out, batch)
 
     @abstractmethod
     def loss(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -95,11 +109,111 @@ class Rating(Task):
         return {"mae": abs_sum / max(n, 1), "mse": mse, "rmse": mse**0.5}
 
 
-TASK_OBJECTS: dict[str, Task] = {t.name: t for t in (Classification(), Rating())}
+@runtime_checkable
+class RankingModel(Protocol):
+    """What a model of the ranking task provides (any nn.Module with these members).
+
+    Batches are dicts of tensors with at least "user" [B] (ids from 1; 0 is padding)
+    and whatever context the dataset gives (e.g. "seq", the items before this one).
+    Items are numbered 1..n_items-1; column 0 of a score matrix is the padding item.
+
+    n_items: the number of item ids including the padding id 0.
+    train_split: the split it trains on: "train" (one row per training interaction:
+      "user", "item", "seq") or "users" (one row per user, e.g. auto-encoders).
+    forward(batch) -> [B, n_items]: scores of every item for the batch's users (higher
+      ranks first; logits, not probabilities, so that nothing saturates into ties).
+    score(batch, items) -> [B, K]: scores of the given items [B, K], differentiable.
+    cf_loss(batch) -> scalar: the model's own training loss on a training batch
+      (drawing any negatives it needs from torch's global generator).
+    """
+
+    n_items: int
+    train_split: str
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
+
+    def score(self, batch: dict[str, torch.Tensor], items: torch.Tensor) -> torch.Tensor: ...
+
+    def cf_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
+
+
+#: the cut-offs of the ranking metrics (50 is the CD paper's; 10 is DE-RRD's)
+RANKING_KS = (50, 10)
+
+
+def rank_of_target(scores: torch.Tensor, target: torch.Tensor, exclude: list[torch.Tensor]) -> torch.Tensor:
+    """0-based rank of each row's target item among the candidates.
+
+    scores [B, N]; target [B]; exclude: index tensors [B, *] of items that are not
+    candidates (the user's training items; padded with 0, the padding item, which is
+    never a candidate). Ties with the target count against it (pessimistic), so a model
+    that scores everything alike earns nothing.
+    """
+    scores = scores.float()
+    t = scores.gather(1, target[:, None])
+    masked = scores.clone()
+    for idx in exclude:
+        masked.scatter_(1, idx, float("-inf"))
+    masked[:, 0] = float("-inf")
+    masked.scatter_(1, target[:, None], float("-inf"))  # the target is not its own rival
+    return (masked >= t).sum(dim=1)
+
+
+def hr_ndcg(ranks: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row HR@k (1 if the target is in the top k) and NDCG@k (1/log2(rank+2) with
+    one relevant item, the ideal DCG being 1)."""
+    hit = (ranks < k).float()
+    return hit, hit / torch.log2(ranks.float() + 2.0)
+
+
+class Ranking(Task):
+    """Top-N recommendation, leave-one-out: each row of val/test holds one user's
+    held-out item ("item"); every item the user has not interacted with in training is
+    a candidate (the test also excludes the validation item: "seen")."""
+
+    name = "ranking"
+    metrics = tuple(Metric(f"{m}@{k}", False) for k in RANKING_KS for m in ("hr", "ndcg"))
+    primary = f"ndcg@{RANKING_KS[0]}"
+
+    def forward(self, model, batch):
+        return model(batch)
+
+    def train_split(self, model):
+        return getattr(model, "train_split", "train")
+
+    def train_step(self, model, batch):
+        return None, model.cf_loss(batch)
+
+    def loss(self, out, batch):  # models of this task compute their own (cf_loss)
+        raise NotImplementedError("ranking models compute their own loss: cf_loss(batch)")
+
+    @torch.no_grad()
+    def evaluate(self, model, split, data, batch_size):
+        was = model.training
+        model.eval()
+        history = data.split("history")["items"]
+        sums = {m.name: 0.0 for m in self.metrics}
+        n = 0
+        for batch in split.batches(batch_size):
+            batch = data.prepare(batch)
+            exclude = [history.index_select(0, batch["user"])]
+            if "seen" in batch:
+                exclude.append(batch["seen"])
+            ranks = rank_of_target(self.forward(model, batch), batch["item"], exclude)
+            for k in RANKING_KS:
+                hit, ndcg = hr_ndcg(ranks, k)
+                sums[f"hr@{k}"] += float(hit.sum())
+                sums[f"ndcg@{k}"] += float(ndcg.sum())
+            n += len(ranks)
+        model.train(was)
+        return {k: v / max(n, 1) for k, v in sums.items()}
+
+
+TASK_OBJECTS: dict[str, Task] = {t.name: t for t in (Classification(), Rating(), Ranking())}
 
 
 def get_task(name: str) -> Task:
     try:
         return TASK_OBJECTS[name]
     except KeyError:
-        raise ValueError(f"the core has no trainer for the {name!r} task yet") from None
+        raise ValueError(f"the core has no trainer for the {name!r} task") from None

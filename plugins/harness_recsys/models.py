@@ -1,0 +1,350 @@
+"""RecBole's recommenders as teacher and student.
+
+Each factory builds the RecBole model itself (`recbole.model.*`, constructed with a
+RecBole Config holding the grid's sizes and the training split's RecBole dataset) and
+wraps it in a module that speaks the harness's ranking protocol
+(`harness.tasks.RankingModel`): `forward(batch)` scores every item, `score(batch,
+items)` scores given items, `cf_loss(batch)` is the model's own RecBole loss
+(`calculate_loss`), with negatives drawn by the wrapper uniformly from the items the
+user has not trained on (RecBole's default sampler draws the same way).
+
+Two-tower models (BPR, CDAE, Caser) also give `user_repr(batch)` [B, d] and
+`item_repr(items)` [*, d], the representations DE-RRD's experts map (for CDAE the
+hidden layer and the output layer's item weights; for Caser the sequence output and
+the item embeddings).
+
+Scores are logits (CDAE before its output sigmoid), so that saturation never ties
+items in the ranking.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from harness.api import DataBundle, ModelFactory, Param
+from harness.errors import UsageError
+
+from . import rb
+
+
+def data_device(data: DataBundle) -> torch.device:
+    return next(iter(data.train.tensors.values())).device
+
+
+def build_net(name: str, data: DataBundle, options: dict[str, Any]) -> nn.Module:
+    device = data_device(data)
+    config = rb.make_config(name, Path(data.info["recbole_folder"]), options)
+    config["device"] = device
+    dataset = data.info.get("recbole_train_dataset", data.info["recbole_dataset"])
+    with rb.quiet():
+        net = rb.model_class(name)(config, dataset)
+    return net.to(device)
+
+
+class Ranker(nn.Module):
+    """Base of the wrappers: negatives, field names, item-wise scoring."""
+
+    train_split: ClassVar[str] = "train"
+
+    def __init__(self, net: nn.Module, data: DataBundle) -> None:
+        super().__init__()
+        self.net = net
+        self.n_items = int(data.info["n_items"])
+        # which items each user trained on (data, not weights: never saved, never pruned)
+        self.trained = data.split("history")["mask"]
+
+    def negatives(self, users: torch.Tensor, n: int = 1) -> torch.Tensor:
+        """[B, n] items drawn uniformly from those the user has not trained on."""
+        neg = torch.randint(1, self.n_items, (len(users), n), device=users.device)
+        for _ in range(10):  # rejection; a user with almost every item keeps a few positives
+            bad = self.trained[users[:, None], neg]
+            if not bool(bad.any()):
+                break
+            neg = torch.where(bad, torch.randint_like(neg, 1, self.n_items), neg)
+        return neg
+
+    def score(self, batch: dict[str, torch.Tensor], items: torch.Tensor) -> torch.Tensor:
+        return self.forward(batch).gather(1, items)
+
+    def prune_ignore(self) -> nn.Module | None:
+        """Pruning keeps every output: no layer is exempt but an output Linear, if any."""
+        return None
+
+
+class TwoTower(Ranker):
+    """score(u, i) = <user_repr(u), item_repr(i)> (+ item bias)."""
+
+    def item_bias(self, items: torch.Tensor) -> torch.Tensor | float:
+        return 0.0
+
+    def user_repr(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def item_repr(self, items: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def all_item_repr(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, batch):
+        return self.user_repr(batch) @ self.all_item_repr().T + self.item_bias(
+            torch.arange(self.n_items, device=batch["user"].device)
+        )
+
+    def score(self, batch, items):
+        u = self.user_repr(batch)
+        return (u[:, None, :] * self.item_repr(items)).sum(-1) + self.item_bias(items)
+
+
+class BPRRanker(TwoTower):
+    def cf_loss(self, batch):
+        net = self.net
+        neg = self.negatives(batch["user"])[:, 0]
+        return net.calculate_loss(
+            {net.USER_ID: batch["user"], net.ITEM_ID: batch["item"], net.NEG_ITEM_ID: neg}
+        )
+
+    def user_repr(self, batch):
+        return self.net.user_embedding(batch["user"])
+
+    def item_repr(self, items):
+        return self.net.item_embedding(items)
+
+    def all_item_repr(self):
+        return self.net.item_embedding.weight
+
+
+class CDAERanker(TwoTower):
+    """CDAE (Wu et al. 2016) trains on one row per user: its input is the user's whole
+    training history, corrupted by dropout."""
+
+    train_split = "users"
+
+    def cf_loss(self, batch):
+        """RecBole's CDAE loss sums over the batch's users and items; here the data term
+        is averaged over users (summed over items), as every other model's loss is a
+        mean over rows, so that a distiller's weight means the same for all models.
+        The regularisers are RecBole's, unscaled."""
+        net = self.net
+        total = net.calculate_loss({net.USER_ID: batch["user"]})
+        reg = net.reg_weight_1 * (net.h_user.weight.norm(p=1) + net.h_item.weight.norm(p=1))
+        reg = reg + net.reg_weight_2 * (net.h_user.weight.norm() + net.h_item.weight.norm())
+        return (total - reg) / len(batch["user"]) + reg
+
+    def user_repr(self, batch):
+        net, u = self.net, batch["user"]
+        x = net.get_rating_matrix(u)
+        return net.h_act(net.h_user(u) + net.h_item(net.dropout(x)))
+
+    def item_repr(self, items):
+        return self.net.out_layer.weight[items]
+
+    def all_item_repr(self):
+        return self.net.out_layer.weight
+
+    def item_bias(self, items):
+        return self.net.out_layer.bias[items]
+
+    def prune_ignore(self):
+        return self.net.out_layer
+
+
+class CaserRanker(TwoTower):
+    """Caser (Tang & Wang 2018) scores the next item from the user's latest L items
+    (the last L of the row's `seq`)."""
+
+    def seq(self, batch):
+        return batch["seq"][:, -self.net.max_seq_length :]
+
+    def cf_loss(self, batch):
+        net, seq = self.net, self.seq(batch)
+        inter = {
+            net.USER_ID: batch["user"],
+            net.ITEM_SEQ: seq,
+            net.ITEM_SEQ_LEN: (seq > 0).sum(1),
+            net.POS_ITEM_ID: batch["item"],
+        }
+        if net.loss_type == "BPR":
+            inter[net.NEG_ITEM_ID] = self.negatives(batch["user"])[:, 0]
+        return net.calculate_loss(inter)
+
+    def user_repr(self, batch):
+        return self.net.forward(batch["user"], self.seq(batch))
+
+    def item_repr(self, items):
+        return self.net.item_embedding(items)
+
+    def all_item_repr(self):
+        return self.net.item_embedding.weight
+
+
+class NeuMFRanker(Ranker):
+    """NeuMF (He et al. 2017): point-wise BCE on each positive and `neg_samples` drawn
+    negatives. Not two-tower: scoring all items runs the MLP on every (user, item)."""
+
+    def __init__(self, net, data, neg_samples: int) -> None:
+        super().__init__(net, data)
+        self.neg_samples = neg_samples
+
+    def cf_loss(self, batch):
+        net, u, pos = self.net, batch["user"], batch["item"]
+        neg = self.negatives(u, self.neg_samples)
+        users = torch.cat([u, u.repeat_interleave(self.neg_samples)])
+        items = torch.cat([pos, neg.reshape(-1)])
+        label = torch.cat(
+            [torch.ones_like(pos), torch.zeros(neg.numel(), dtype=pos.dtype, device=pos.device)]
+        )
+        return net.calculate_loss({net.USER_ID: users, net.ITEM_ID: items, net.LABEL: label.float()})
+
+    def score(self, batch, items):
+        u = batch["user"][:, None].expand_as(items)
+        return self.net.forward(u.reshape(-1), items.reshape(-1)).view_as(items)
+
+    def forward(self, batch):
+        u = batch["user"]
+        items = torch.arange(self.n_items, device=u.device)
+        return self.score(batch, items[None, :].expand(len(u), -1))
+
+
+class NeuMFRater(nn.Module):
+    """NeuMF as a rating regressor: its output (before RecBole's sigmoid) predicts the
+    standardised rating of x = [user, item]."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net.forward(x[:, 0], x[:, 1])
+
+    def feature_layers(self):
+        return [m for m in self.net.mlp_layers.modules() if isinstance(m, nn.Linear)]
+
+    def prune_ignore(self):
+        return self.net.predict_layer
+
+
+# --------------------------------------------------------------------------- factories
+
+
+class RecBoleModel(ModelFactory):
+    """A RecBole model by name; `options` passes any other key of its RecBole config."""
+
+    recbole_name: ClassVar[str] = ""
+    prunable = frozenset({"unstructured"})
+    tasks = frozenset({"ranking"})
+    #: grid params that are RecBole config keys (passed through under the same name)
+    recbole_keys: ClassVar[tuple[str, ...]] = ()
+
+    def recbole_options(self) -> dict[str, Any]:
+        opts = {k: self.hparams[k] for k in self.recbole_keys}
+        opts.update(self.hparams.get("options") or {})
+        return opts
+
+    def build(self, data: DataBundle) -> nn.Module:
+        if "recbole_folder" not in data.info:
+            raise UsageError(f"model {self.name!r} needs a RecBole dataset (movielens-100k, recbole-atomic)")
+        return self.wrap(build_net(self.recbole_name, data, self.recbole_options()), data)
+
+    def wrap(self, net: nn.Module, data: DataBundle) -> nn.Module:
+        raise NotImplementedError
+
+
+OPTIONS = Param({}, "further RecBole config keys for this model, e.g. {reg_weight: 1.0e-4}", type=dict)
+
+
+class BPRFactory(RecBoleModel):
+    name = "bpr"
+    label = "BPR"
+    description = "BPR-MF (Rendle et al. 2009), RecBole's BPR; pair-wise loss"
+    recbole_name = "BPR"
+    recbole_keys = ("embedding_size",)
+    params = {"embedding_size": Param(64, "user/item embedding size"), "options": OPTIONS}
+    presets = {"teacher": {"embedding_size": 200}, "student": {"embedding_size": 20}}
+
+    def wrap(self, net, data):
+        return BPRRanker(net, data)
+
+
+class CDAEFactory(RecBoleModel):
+    name = "cdae"
+    label = "CDAE"
+    description = "collaborative denoising auto-encoder (Wu et al. 2016), RecBole's CDAE"
+    recbole_name = "CDAE"
+    recbole_keys = ("embedding_size", "corruption_ratio", "loss_type", "reg_weight_2")
+    params = {
+        "embedding_size": Param(100, "hidden units (the CD paper: teacher 100, student 10)"),
+        "corruption_ratio": Param(0.1, "input dropout (the CD paper's denoising ratio 0.1)"),
+        "loss_type": Param("BCE", "RecBole's CDAE loss", choices=("BCE", "MSE")),
+        "reg_weight_2": Param(0.01, "L2 weight of the user embedding and input layer"),
+        "options": OPTIONS,
+    }
+    presets = {"teacher": {"embedding_size": 100}, "student": {"embedding_size": 10}}
+
+    def wrap(self, net, data):
+        return CDAERanker(net, data)
+
+
+class CaserFactory(RecBoleModel):
+    name = "caser"
+    label = "Caser"
+    description = "convolutional sequence embedding (Tang & Wang 2018), RecBole's Caser"
+    recbole_name = "Caser"
+    recbole_keys = ("embedding_size", "nh", "nv", "dropout_prob", "reg_weight", "loss_type")
+    params = {
+        "embedding_size": Param(50, "embedding size (the CD paper: teacher 50, student 5)"),
+        "L": Param(5, "items of context (the CD paper's L=5); at most the dataset's history_length"),
+        "nh": Param(16, "horizontal filters per height"),
+        "nv": Param(4, "vertical filters"),
+        "dropout_prob": Param(0.5, "dropout (the CD paper's 0.5)"),
+        "reg_weight": Param(1e-6, "L2 weight"),
+        "loss_type": Param("CE", "RecBole's Caser loss: CE over all items or BPR", choices=("CE", "BPR")),
+        "options": OPTIONS,
+    }
+    presets = {"teacher": {"embedding_size": 50}, "student": {"embedding_size": 5}}
+
+    def recbole_options(self):
+        opts = {**super().recbole_options(), "MAX_ITEM_LIST_LENGTH": self.hparams["L"]}
+        if opts["loss_type"] == "CE":  # RecBole's Config insists: CE draws no negatives
+            opts["train_neg_sample_args"] = None
+        return opts
+
+    def build(self, data):
+        length = data.info.get("history_length", 0)
+        if self.hparams["L"] > length:
+            raise UsageError(f"caser: L={self.hparams['L']} exceeds the dataset's history_length {length}")
+        return super().build(data)
+
+    def wrap(self, net, data):
+        return CaserRanker(net, data)
+
+
+class NeuMFFactory(RecBoleModel):
+    name = "neumf"
+    label = "NeuMF"
+    description = "neural matrix factorisation (He et al. 2017), RecBole's NeuMF; ranking or rating"
+    recbole_name = "NeuMF"
+    tasks = frozenset({"ranking", "rating"})
+    exposes_features = True  # rating view: the MLP tower's layers
+    recbole_keys = ("mf_embedding_size", "mlp_embedding_size", "mlp_hidden_size", "dropout_prob")
+    params = {
+        "mf_embedding_size": Param(64, "GMF embedding size"),
+        "mlp_embedding_size": Param(64, "MLP embedding size"),
+        "mlp_hidden_size": Param([128, 64], "MLP hidden units", type=list),
+        "dropout_prob": Param(0.1, "dropout in the MLP"),
+        "neg_samples": Param(1, "negatives per positive (ranking)"),
+        "options": OPTIONS,
+    }
+    presets = {
+        "teacher": {"mf_embedding_size": 64, "mlp_embedding_size": 64, "mlp_hidden_size": [128, 64]},
+        "student": {"mf_embedding_size": 8, "mlp_embedding_size": 8, "mlp_hidden_size": [16, 8]},
+    }
+
+    def wrap(self, net, data):
+        if data.task == "rating":
+            return NeuMFRater(net)
+        return NeuMFRanker(net, data, int(self.hparams["neg_samples"]))

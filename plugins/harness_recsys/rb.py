@@ -1,0 +1,110 @@
+"""The few entry points of RecBole 1.2.1 this plugin uses, and nothing else of it.
+
+RecBole's `quick_start` is never imported (it imports Ray, which breaks here); its
+Trainer is not used either (the harness trains with its own loop and saves with
+`weights_only` loading). What is used: `Config` (the model's default hyper-parameters
+from its YAML), `create_dataset` (reading atomic files and remapping ids) and the
+model classes. RecBole needs numpy<2 and pandas<2.3 (pinned in pyproject.toml).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+#: the interaction columns read from a .inter file
+INTER_COLUMNS = ("user_id", "item_id", "rating", "timestamp")
+
+
+def wheel_datasets() -> Path:
+    """The folder of the datasets RecBole ships in its wheel (ml-100k)."""
+    import recbole
+
+    return Path(recbole.__file__).parent / "dataset_example"
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """RecBole's loaders log to the root logger and trip pandas' FutureWarnings on
+    their in-place fillna; neither concerns the harness's user. RecBole's Config also
+    sets CUDA_VISIBLE_DEVICES from its gpu_id option: restore it."""
+    cvd = os.environ.get("CUDA_VISIBLE_DEVICES")
+    level = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.getLogger().setLevel(level)
+        if cvd is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = cvd
+
+
+def make_config(model: str, folder: Path, options: dict[str, Any] | None = None):
+    """A RecBole Config for `model` on the atomic dataset in `folder` (named after it).
+
+    Ratings and timestamps are kept as they are (RecBole normalises float columns by
+    default), every user and item is kept (no k-core filter) and nothing is saved."""
+    from recbole.config import Config
+
+    base = {
+        "data_path": str(folder.parent),
+        "load_col": {"inter": list(INTER_COLUMNS)},
+        "normalize_all": False,
+        "normalize_field": None,
+        "user_inter_num_interval": None,
+        "item_inter_num_interval": None,
+        "rm_dup_inter": None,
+        "save_dataset": False,
+        "save_dataloaders": False,
+        "use_gpu": False,
+        "show_progress": False,
+        "log_wandb": False,
+        "reproducibility": True,
+    }
+    base.update(options or {})
+    with quiet():
+        config = Config(model=model, dataset=folder.name, config_dict=base)
+    return config
+
+
+def load_interactions(folder: Path) -> tuple[Any, dict[str, torch.Tensor]]:
+    """RecBole's dataset of `folder`/NAME.inter and its columns as tensors (ids
+    remapped by RecBole to 1..n; 0 is its padding id)."""
+    from recbole.data import create_dataset
+
+    inter = folder / f"{folder.name}.inter"
+    header = inter.open(encoding="utf-8").readline().rstrip("\n").split("\t")
+    present = [c for c in INTER_COLUMNS if any(h.split(":")[0] == c for h in header)]
+    config = make_config("BPR", folder, {"load_col": {"inter": present}})
+    with quiet():
+        dataset = create_dataset(config)
+        # its tables are pandas until build(), which would also split them by RecBole's
+        # rules; the harness splits itself, so only the conversion to tensors is wanted
+        dataset._change_feat_format()
+    feat = dataset.inter_feat
+    cols = {
+        "user": feat[dataset.uid_field].long(),
+        "item": feat[dataset.iid_field].long(),
+    }
+    if "rating" in feat.columns:
+        cols["rating"] = feat["rating"].float()
+    if "timestamp" in feat.columns:
+        cols["timestamp"] = feat["timestamp"].double()
+    return dataset, cols
+
+
+def model_class(name: str):
+    from recbole.utils import get_model
+
+    return get_model(name)

@@ -1,0 +1,117 @@
+"""What the ranking distillers take from a trained teacher, computed once per teacher.
+
+`teacher_view(teacher, data)` scores every item for every user (through the "users"
+split: each user's latest training context) and ranks, per user, the items the user
+has not trained on. It depends on the teacher's weights and the data only, so it is
+computed once and shared by every epoch and by every cell of the process that uses the
+same teacher (keyed by a hash of the teacher's weights).
+
+Samplers over a user's unobserved items I_u^- (seed 002, eqs. 8-10):
+  uniform      p_i = 1/|I_u^-|                     (CD-Base)
+  linear       p_i ∝ 1 − π(i), π(i) = rank(i)/|I_u^-|, rank 1 = the top item
+  exponential  p_i ∝ exp(−γ·π(i))
+Seed 002's Algorithm 1 realises the linear law by rejection (accept i when a uniformly
+drawn j ranks below it: probability 1 − π(i)). Here the K items are drawn directly
+from p without replacement (`draw`): the same law for each draw, without a Python loop
+over items, and the exponential law the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from harness.api import DataBundle
+from harness.errors import CellError
+
+
+@dataclass
+class TeacherView:
+    scores: torch.Tensor  # [n_users, n_items] teacher scores; -inf on trained items and padding
+    order: torch.Tensor  # [n_users, n_items] item ids by descending teacher score
+    rank: torch.Tensor  # [n_users, n_items] 1-based rank among unobserved items; 0 if trained
+    n_unobserved: torch.Tensor  # [n_users]
+
+
+_VIEWS: dict[str, TeacherView] = {}
+
+
+def fingerprint(model: nn.Module) -> str:
+    h = hashlib.sha1()
+    for key, value in sorted(model.state_dict().items()):
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def rank_unobserved(
+    scores: torch.Tensor, trained: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Order, 1-based rank among unobserved items (0 where trained or padding) and the
+    number of unobserved items, per row of `scores` [B, N] given `trained` [B, N]."""
+    masked = scores.masked_fill(trained, float("-inf"))
+    masked[:, 0] = float("-inf")
+    order = masked.argsort(dim=1, descending=True, stable=True)
+    positions = torch.arange(1, scores.shape[1] + 1, device=scores.device).expand_as(order)
+    rank = torch.empty_like(order).scatter_(1, order, positions)
+    unobserved = ~trained
+    unobserved[:, 0] = False
+    rank = rank * unobserved
+    return order, rank, unobserved.sum(dim=1)
+
+
+@torch.no_grad()
+def teacher_view(teacher: nn.Module, data: DataBundle, batch_size: int = 256) -> TeacherView:
+    key = f"{fingerprint(teacher)}|{data.info.get('fingerprint')}|{next(teacher.parameters()).device}"
+    if key in _VIEWS:
+        return _VIEWS[key]
+    if len(_VIEWS) >= 4:
+        _VIEWS.pop(next(iter(_VIEWS)))
+    was = teacher.training
+    teacher.eval()
+    trained = data.split("history")["mask"]
+    n_users, n_items = trained.shape
+    scores = torch.full((n_users, n_items), float("-inf"), device=trained.device)
+    for batch in data.split("users").batches(batch_size):
+        scores[batch["user"]] = teacher(batch).float()
+    teacher.train(was)
+    if not bool(torch.isfinite(scores[data.split("users")["user"]]).all()):
+        raise CellError("the teacher's scores are not finite")
+    order, rank, n_unobserved = rank_unobserved(scores, trained)
+    scores = scores.masked_fill(rank == 0, float("-inf"))
+    view = TeacherView(scores, order, rank, n_unobserved)
+    _VIEWS[key] = view
+    return view
+
+
+def rank_weights(
+    rank: torch.Tensor, n_unobserved: torch.Tensor, law: str, gamma: float = 1.0
+) -> torch.Tensor:
+    """Sampling weights of seed 002's eqs. 9/10 from 1-based ranks (0 = not a candidate)."""
+    pi = rank.float() / n_unobserved.clamp(min=1)[:, None].float()
+    if law == "linear":
+        w = 1.0 - pi
+    elif law == "exponential":
+        w = torch.exp(-gamma * pi)
+    elif law == "uniform":
+        w = torch.ones_like(pi)
+    else:
+        raise ValueError(f"unknown sampling law {law!r}")
+    return w * (rank > 0)
+
+
+def draw(weights: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """k items per row drawn without replacement with probability ∝ weights (successive
+    draws, as torch.multinomial makes them), by the Gumbel-top-k trick: the k largest
+    log w_i + G_i, G_i ~ Gumbel(0, 1), are such a sample (Kool et al. 2019), and one
+    top-k costs far less than multinomial's sampling on a [B, n_items] matrix. Rows with
+    fewer than k candidates get all they have. Returns items [B, k] and valid [B, k]
+    (False where a row ran out of candidates)."""
+    k = max(1, min(k, weights.shape[1]))
+    u = torch.rand_like(weights, dtype=torch.float32).clamp_(min=1e-20)
+    keys = torch.log(weights.float()) - torch.log(-torch.log(u))
+    items = keys.topk(k, dim=1).indices
+    return items, weights.gather(1, items) > 0
