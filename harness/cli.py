@@ -46,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run every cell of a grid not yet finished")
     r.add_argument("--grid", required=True, help="grid YAML file (see docs/grid.md)")
+    r.add_argument("--section", help="one of the grid's sections (e.g. cpu), merged over the rest")
     r.add_argument("--out", help="output folder (default: runs/<grid name>)")
     r.add_argument(
         "--device",
@@ -60,12 +61,14 @@ def _parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="show cells and their status")
     ls.add_argument("--results", help="results.db of a run")
     ls.add_argument("--grid", help="a grid file; its default results.db is used")
+    ls.add_argument("--section", help="with --grid: the section that was run")
     ls.add_argument("--out", help="with --grid: the run's output folder")
     ls.add_argument("--status", choices=["ok", "failed", "skipped"])
 
     lb = sub.add_parser("leaderboard", help="write leaderboard markdown from a results.db")
     lb.add_argument("--results", required=True, help="results.db of a run")
     lb.add_argument("--out", required=True, help="folder for the markdown")
+    lb.add_argument("--grid", help="a grid file whose `published` figures are shown beside ours")
 
     ds = sub.add_parser("datasets", help="list datasets, whether their data is present and where")
     ds_sub = ds.add_subparsers(dest="ds_cmd", parser_class=Parser)
@@ -135,7 +138,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise UsageError(f"-j {args.jobs}: need at least 1 worker")
     registry = get_registry()
-    grid = load_grid(args.grid, registry)
+    grid = load_grid(args.grid, registry, args.section)
     device = resolve_device(args.device)
     out = _out_dir(grid.name, args.out)
     if out.exists() and not out.is_dir():
@@ -177,6 +180,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     command = (
         "harness run --grid "
         + shlex.quote(args.grid)
+        + (f" --section {shlex.quote(args.section)}" if args.section else "")
         + (f" --out {shlex.quote(args.out)}" if args.out else "")
     )
     done = [c for c in grid.runnable if statuses.get(c.id) == "ok"]
@@ -230,7 +234,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         execute(todo, grid.name, opts, args.jobs, on_record)
     except KeyboardInterrupt:
         interrupted = True
-    paths = write_leaderboards(store.records(), store.teachers(), out / "leaderboards")
+    paths = write_leaderboards(store.records(), store.teachers(), out / "leaderboards", grid.published)
     store.close()
     summary = {
         "grid": grid.name,
@@ -261,7 +265,7 @@ def _open_results(args: argparse.Namespace) -> Store:
     if args.results:
         return Store.open_existing(args.results)
     if args.grid:
-        grid = load_grid(args.grid, get_registry())
+        grid = load_grid(args.grid, get_registry(), args.section)
         return Store.open_existing(_out_dir(grid.name, args.out) / "results.db")
     raise UsageError("harness list: give --results DB or --grid FILE")
 
@@ -294,8 +298,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
+    published = load_grid(args.grid, get_registry()).published if args.grid else None
     store = Store.open_existing(args.results)
-    paths = write_leaderboards(store.records(), store.teachers(), args.out)
+    paths = write_leaderboards(store.records(), store.teachers(), args.out, published)
     store.close()
     for p in paths:
         print(p)

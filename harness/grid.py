@@ -36,9 +36,52 @@ TOP_KEYS = {
     "teacher_train": "optimiser settings for the teacher, over `train`",
     "hparams": "default hyper-parameters per method name, e.g. {kd: {T: 4}}",
     "overrides": "per-method budget/train overrides, e.g. {kd: {train: {lr: 0.01}}}; a pruner's "
-    "may also set its cells' distiller hyper-parameters: {sp: {distiller: {beta: 100}}}",
+    "may also set its cells' distiller hyper-parameters: {sp: {distiller: {beta: 100}}}; a model's "
+    "(by name) sets budget/train/teacher_train/hparams of the cells whose student is that model",
     "energy": "meter: auto or a meter's name; inference_min_seconds; cpu_watts_per_core",
+    "published": "figures from papers shown beside ours: a list of {source:, dataset:, rows: "
+    "[{method:, model:, <metric>: value}]}",
+    "pairs": "product (default: every teacher with every student) or zip (the i-th teacher with "
+    "the i-th student)",
+    "sections": "named variants of this grid, run with --section NAME: each a mapping of top-level "
+    "keys merged over the grid's (e.g. a CPU-sized budget)",
 }
+
+#: top-level keys whose mappings a section merges into (others it replaces)
+MERGED_IN_SECTIONS = ("budget", "train", "teacher_train", "energy", "hparams", "overrides")
+
+
+def apply_section(doc: Located, section: str | None) -> None:
+    """Merge the section `section` of the grid over its top level (in place), and point
+    the section's line numbers at the merged keys, so errors name the section's lines."""
+    data = doc.data
+    sections = data.pop("sections", None) if isinstance(data, dict) else None
+    if section is None:
+        return
+    if not isinstance(sections, dict) or section not in sections:
+        known = ", ".join(sorted(sections)) if isinstance(sections, dict) else "none"
+        raise UsageError(
+            f"{doc.path}:1: no section {section!r} in this grid (sections: {known})"
+            + (closest(section, sections) if isinstance(sections, dict) else "")
+        )
+    sec = sections[section]
+    if not isinstance(sec, dict):
+        raise UsageError(f"{doc.where('sections', section)}: expected a mapping of grid keys")
+    for key, value in sec.items():
+        if key == "sections":
+            raise UsageError(f"{doc.where('sections', section, key)}: sections do not nest")
+        base = data.get(key)
+        if key in MERGED_IN_SECTIONS and isinstance(base, dict) and isinstance(value, dict):
+            data[key] = {**base, **value}
+        else:
+            data[key] = value
+    data.setdefault("name", None)
+    if "name" not in sec:
+        data["name"] = f"{data['name'] or Path(doc.path).stem}-{section}"
+    prefix = ("sections", section)
+    for path, line in list(doc.lines.items()):
+        if path[:2] == prefix and len(path) > 2:
+            doc.lines[path[2:]] = line
 
 BUDGET = {
     "epochs": Param(10, "student training epochs"),
@@ -215,6 +258,7 @@ class Grid:
     description: str
     cells: list[Cell]
     config: dict[str, Any]
+    published: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def runnable(self) -> list[Cell]:
@@ -293,9 +337,11 @@ def _expand_options(cls: Any, options: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def load_grid(path: str | Path, registry: Registry) -> Grid:
-    """Load, validate and expand a grid file (raises UsageError on any problem)."""
+def load_grid(path: str | Path, registry: Registry, section: str | None = None) -> Grid:
+    """Load, validate and expand a grid file (raises UsageError on any problem);
+    `section` picks one of its `sections` (merged over the rest)."""
     doc = load_yaml(path)
+    apply_section(doc, section)
     data = doc.data
     if data is None:
         raise UsageError(f"{doc.path}:1: the grid file is empty")
@@ -431,11 +477,16 @@ def load_grid(path: str | Path, registry: Registry) -> Grid:
     if not isinstance(overrides, dict):
         raise UsageError(f"{doc.where('overrides')}: expected {{method: {{budget:, train:, distiller:}}}}")
     checked_overrides: dict[str, dict[str, dict[str, Any]]] = {}
+    model_names = {m["model"] for m in teachers + students}
+    model_overrides: dict[str, dict[str, Any]] = {}
     for mname, ov in overrides.items():
+        if mname in model_names and mname not in used:
+            model_overrides[mname] = _model_override(doc, mname, ov, distillers, registry)
+            continue
         if mname not in used:
             raise UsageError(
-                f"{doc.where('overrides', mname)}: {mname!r} is not a distiller or pruner of "
-                "this grid" + closest(str(mname), used)
+                f"{doc.where('overrides', mname)}: {mname!r} is not a distiller, pruner or model of "
+                "this grid" + closest(str(mname), used | model_names)
             )
         if not isinstance(ov, dict):
             raise UsageError(f"{doc.where('overrides', mname)}: expected {{budget:, train:, distiller:}}")
@@ -466,23 +517,41 @@ def load_grid(path: str | Path, registry: Registry) -> Grid:
         }
 
     # ----- expansion
+    pairing = data.get("pairs", "product")
+    if pairing not in ("product", "zip"):
+        raise UsageError(f"{doc.where('pairs')}: expected product or zip, got {pairing!r}")
+    if pairing == "zip":
+        if len(teachers) != len(students):
+            raise UsageError(
+                f"{doc.where('pairs')}: zip pairs the i-th teacher with the i-th student, but there are "
+                f"{len(teachers)} teachers and {len(students)} students (after list expansion)"
+            )
+        pairs = list(zip(teachers, students, strict=True))
+    else:
+        pairs = list(itertools.product(teachers, students))
     cells = []
-    for (ds, task, absent), teacher, student, dist, prune, seed in itertools.product(
-        datasets, teachers, students, distillers, pruners, seeds
+    for (ds, task, absent), (teacher, student), dist, prune, seed in itertools.product(
+        datasets, pairs, distillers, pruners, seeds
     ):
         b, t = dict(budget), dict(train)
         for m in (prune["name"], dist["name"]):
             if m in checked_overrides:
                 b.update(checked_overrides[m]["budget"])
                 t.update(checked_overrides[m]["train"])
+        m_over = model_overrides.get(student["model"], {})
+        b.update(m_over.get("budget", {}))
+        t.update(m_over.get("train", {}))
         if b["teacher_epochs"] is None:
             b["teacher_epochs"] = budget["epochs"]
+        t_over = model_overrides.get(teacher["model"], {})
+        teacher_t = {**train, **teacher_train_given, **t_over.get("train", {}), **t_over.get("teacher_train", {})}
         cls = registry.get("distiller", dist["name"])
         d_over = {
             k: v
             for k, v in checked_overrides.get(prune["name"], {}).get("distiller", {}).items()
             if k in cls.params
         }
+        d_over.update(m_over.get("hparams", {}).get(dist["name"], {}))
         if d_over:  # the pruner's cells use their own distiller hyper-parameters
             dist = {
                 "name": dist["name"],
@@ -499,7 +568,7 @@ def load_grid(path: str | Path, registry: Registry) -> Grid:
             "seed": seed,
             "budget": b,
             "train": t,
-            "teacher_train": {**train, **teacher_train_given},
+            "teacher_train": teacher_t,
             "energy": energy,
         }
         skip = absent or incompatibility(config, registry)
@@ -507,7 +576,76 @@ def load_grid(path: str | Path, registry: Registry) -> Grid:
     seen: dict[str, Cell] = {}
     for c in cells:
         seen.setdefault(c.id, c)  # identical combinations (e.g. repeated entries) run once
-    return Grid(name, doc.path, description, list(seen.values()), data)
+    return Grid(name, doc.path, description, list(seen.values()), data, published(doc, data.get("published")))
+
+
+def _model_override(
+    doc: Located, model: str, ov: Any, distillers: list[dict[str, Any]], registry: Registry
+) -> dict[str, Any]:
+    """overrides.<model>: budget/train/teacher_train and distiller hparams for the cells
+    whose student is that model (train/teacher_train also for its teachers), e.g. the
+    CD paper's Adagrad for CDAE and Adam for Caser, each with its own KD settings."""
+    keys = ("budget", "train", "teacher_train", "hparams")
+    if not isinstance(ov, dict):
+        raise UsageError(f"{doc.where('overrides', model)}: expected {{{', '.join(k + ':' for k in keys)}}}")
+    for k in ov:
+        if k not in keys:
+            raise UsageError(f"{doc.where('overrides', model, k)}: unknown key {k!r} (known: {', '.join(keys)})")
+    hp = ov.get("hparams") or {}
+    names = {d["name"] for d in distillers}
+    if not isinstance(hp, dict):
+        raise UsageError(f"{doc.where('overrides', model, 'hparams')}: expected {{distiller: {{param: value}}}}")
+    for dname, params in hp.items():
+        where = doc.where("overrides", model, "hparams", dname)
+        if dname not in names:
+            raise UsageError(f"{where}: {dname!r} is not a distiller of this grid" + closest(str(dname), names))
+        if not isinstance(params, dict):
+            raise UsageError(f"{where}: expected {{param: value}}")
+        for d in distillers:
+            if d["name"] == dname:
+                registry.get("distiller", dname).resolve_params({**d["params"], **params}, where)
+    return {
+        "budget": _section(doc, ("overrides", model, "budget"), BUDGET, ov.get("budget")),
+        "train": _section(doc, ("overrides", model, "train"), TRAIN, ov.get("train")),
+        "teacher_train": _section(doc, ("overrides", model, "teacher_train"), TRAIN, ov.get("teacher_train")),
+        "hparams": {k: dict(v) for k, v in hp.items()},
+    }
+
+
+def published(doc: Any, value: Any) -> list[dict[str, Any]]:
+    """The grid's `published` figures, checked: each entry names its source, the
+    dataset (as the grid names it) and rows of {method, model, metric: value}, where
+    method is the leaderboard's (e.g. CD-TG, Teacher, or the plain student's model
+    label) and model the student's (for Teacher rows the teacher's) model name."""
+    if value is None:
+        return []
+    entries = _as_list(doc, "published", value)
+    out = []
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict):
+            raise UsageError(f"{doc.where('published', i)}: expected {{source:, dataset:, rows:}}")
+        for key in ("source", "dataset"):
+            if not isinstance(e.get(key), str) or not e[key]:
+                raise UsageError(f"{doc.where('published', i, key)}: expected the {key} as text")
+        unknown = set(e) - {"source", "dataset", "task", "rows"}
+        if unknown:
+            k = sorted(unknown)[0]
+            raise UsageError(f"{doc.where('published', i, k)}: unknown key {k!r} (source, dataset, task, rows)")
+        rows = e.get("rows")
+        if not isinstance(rows, list) or not rows:
+            raise UsageError(f"{doc.where('published', i, 'rows')}: expected a non-empty list of rows")
+        checked = []
+        for j, r in enumerate(rows):
+            where = doc.where("published", i, "rows", j)
+            if not isinstance(r, dict) or not isinstance(r.get("method"), str) or not isinstance(r.get("model"), str):
+                raise UsageError(f"{where}: expected {{method:, model:, <metric>: value}}")
+            metrics = {k: v for k, v in r.items() if k not in ("method", "model")}
+            for k, v in metrics.items():
+                if not isinstance(v, (int, float)) or isinstance(v, bool):
+                    raise UsageError(f"{doc.where('published', i, 'rows', j, k)}: expected a number, got {v!r}")
+            checked.append({"method": r["method"], "model": r["model"], "metrics": metrics})
+        out.append({"source": e["source"], "dataset": e["dataset"], "task": e.get("task"), "rows": checked})
+    return out
 
 
 def incompatibility(config: dict[str, Any], registry: Registry) -> str | None:

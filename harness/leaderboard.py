@@ -23,7 +23,14 @@ from tabulate import tabulate
 from .envinfo import hardware_line
 from .tasks import TASK_OBJECTS
 
-METRIC_NAMES = {"top1_error": "Top-1 err %", "accuracy": "Acc %", "mae": "MAE", "mse": "MSE", "rmse": "RMSE"}
+METRIC_NAMES = {
+    "top1_error": "Top-1 err %",
+    "accuracy": "Acc %",
+    "mae": "MAE",
+    "mse": "MSE",
+    "rmse": "RMSE",
+    **{f"{m}@{k}": f"{m.upper()}@{k}" for m in ("hr", "ndcg") for k in (5, 10, 20, 50, 100)},
+}
 
 
 def _fmt(values: list[float], digits: int = 4) -> str:
@@ -127,10 +134,40 @@ def _primary(task: str, names: list[str]) -> tuple[str, bool]:
     return names[0], False
 
 
+def _published_for(
+    published: list[dict[str, Any]], dataset: str, task: str
+) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
+    """The published rows that apply to a table (dataset label and task), each with its
+    footnote number, and the footnotes."""
+    rows, notes = [], []
+    for entry in published:
+        if dataset.split(" ")[0] != entry["dataset"] or entry.get("task") not in (None, task):
+            continue
+        notes.append(entry["source"])
+        rows += [(len(notes), r) for r in entry["rows"]]
+    return rows, notes
+
+
+def _published_cell(rows: list[tuple[int, dict[str, Any]]], method: str, model_label: str) -> str:
+    """'HR@50 .3805, NDCG@50 .1175 [1]' for a row whose method and model match."""
+    model = model_label.split("(")[0].split(":")[0]
+    base = method.split("(")[0]  # the method without the hyper-parameters the grid shows
+    out = []
+    for note, r in rows:
+        if r["method"] == base and r["model"] == model:
+            figures = ", ".join(f"{METRIC_NAMES.get(k, k)} {v:g}" for k, v in r["metrics"].items())
+            out.append(f"{figures} [{note}]")
+    return "; ".join(out) or "—"
+
+
 def build_tables(
-    records: list[dict[str, Any]], teachers: list[dict[str, Any]]
+    records: list[dict[str, Any]],
+    teachers: list[dict[str, Any]],
+    published: list[dict[str, Any]] | None = None,
 ) -> dict[tuple[str, str], dict[str, Any]]:
-    """Group records by (dataset, task) and compute the table of each."""
+    """Group records by (dataset, task) and compute the table of each. `published`:
+    the grid's figures from papers (see `harness.grid.published`), shown in a column
+    beside ours where method and model match."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         groups[(r["dataset"], r["task"])].append(r)
@@ -166,6 +203,9 @@ def build_tables(
             "Train s",
             "Seeds",
         ]
+        pub_rows, pub_notes = _published_for(published or [], dataset, task)
+        if pub_rows:
+            headers.append("Published")
         table = []
         tkeys = {(t["teacher"]) for t in teachers if t["dataset"] == dataset and t["task"] == task}
         for tch in sorted(tkeys):
@@ -190,6 +230,7 @@ def build_tables(
                     ts[0]["energy"]["meter"],
                     _fmt([t["times"]["train_s"] for t in ts], 3),
                     ", ".join(str(t["seed"]) for t in ts),
+                    *([_published_cell(pub_rows, "Teacher", tch)] if pub_rows else []),
                 ]
             )
         order = sorted(
@@ -226,6 +267,7 @@ def build_tables(
                     ", ".join(sorted({r["energy"]["meter"] for r in rs})),
                     _fmt([r["times"]["train_s"] for r in rs], 3),
                     ", ".join(str(r["seed"]) for r in rs),
+                    *([_published_cell(pub_rows, method, stu)] if pub_rows else []),
                 ]
             )
         out[(dataset, task)] = {
@@ -237,6 +279,7 @@ def build_tables(
             "skipped": skipped,
             "primary": primary,
             "teachers": tkeys,
+            "published": pub_notes,
         }
     return out
 
@@ -304,6 +347,12 @@ def render(dataset: str, task: str, t: dict[str, Any]) -> str:
         "zeros (unstructured pruning), whose dense size is not claimed smaller.",
         "",
     ]
+    if t.get("published"):
+        out.append(
+            "Published: the paper's figure for the same method and model, as printed there "
+            "(its own data processing, budget and hardware; not re-measured here):"
+        )
+        out += [f"[{i}] {src}" for i, src in enumerate(t["published"], 1)] + [""]
     out += _lines_about(t["ok"])
     out += levels_section(t["ok"], t["primary"])
     if t["failed"]:
@@ -319,11 +368,14 @@ def render(dataset: str, task: str, t: dict[str, Any]) -> str:
 
 
 def write_leaderboards(
-    records: list[dict[str, Any]], teachers: list[dict[str, Any]], out_dir: str | Path
+    records: list[dict[str, Any]],
+    teachers: list[dict[str, Any]],
+    out_dir: str | Path,
+    published: list[dict[str, Any]] | None = None,
 ) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tables = build_tables(records, teachers)
+    tables = build_tables(records, teachers, published)
     paths = []
     index = ["# Leaderboards", ""]
     for (dataset, task), t in sorted(tables.items()):

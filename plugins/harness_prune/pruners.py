@@ -237,7 +237,7 @@ class LotteryTicketUnstructured(LotteryTicket):
     name = "lth-u"
     label = "LTH-U"
     description = (
-        "lottery ticket, unstructured: global magnitude pruning of conv/linear "
+        "lottery ticket, unstructured: global magnitude pruning of conv/linear/embedding "
         "weights with rewinding; the dense shape stays (non-zeros are reported)"
     )
     structure = "unstructured"

@@ -23,7 +23,8 @@ survive in every group (per group, like torch.nn.utils.prune.ln_structured per l
 keeping at least one, and with `round_to` a multiple of that many.
 
 Unstructured pruning (global magnitude, Frankle & Carbin; open_lth's default) masks
-individual conv/linear weights, smallest |w| first across the whole model; the model
+individual conv/linear/embedding weights (recommenders are mostly embeddings),
+smallest |w| first across the whole model; the model
 keeps its dense shape and reports non-zero parameters and sparse bytes.
 """
 
@@ -44,8 +45,8 @@ NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
 def output_layer(model: nn.Module) -> nn.Module:
-    """The layer that must keep its outputs: the model's own `prune_ignore()` if any,
-    else its last Linear."""
+    """The layer that must keep its outputs: the model's own `prune_ignore()` if any
+    (None: no layer is exempt), else its last Linear."""
     if hasattr(model, "prune_ignore"):
         return model.prune_ignore()
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
@@ -75,7 +76,8 @@ def _groups(model: nn.Module, example: torch.Tensor) -> list[Group]:
     model.eval()
     try:
         dg = tp.DependencyGraph().build_dependency(model, example_inputs=example)
-        found = dg.get_all_groups(ignored_layers=[output_layer(model)], root_module_types=ROOT_TYPES)
+        ignored = [m for m in [output_layer(model)] if m is not None]
+        found = dg.get_all_groups(ignored_layers=ignored, root_module_types=ROOT_TYPES)
     except Exception as e:  # a model torch-pruning cannot trace
         raise CellError(f"cannot trace {type(model).__name__} for structured pruning: {e}") from e
     finally:
@@ -187,15 +189,18 @@ def make_permanent(model: nn.Module) -> nn.Module:
 
 
 class UnstructuredMasks:
-    """Global magnitude masks on the conv/linear weights (biases and norms untouched)."""
+    """Global magnitude masks on the conv/linear/embedding weights (biases and norms
+    untouched)."""
 
     def __init__(self, model: nn.Module) -> None:
         keep = output_layer(model)
         self.targets = [
-            name for name, m in model.named_modules() if isinstance(m, ROOT_TYPES) and m is not keep
+            name
+            for name, m in model.named_modules()
+            if isinstance(m, (*ROOT_TYPES, nn.Embedding)) and m is not keep
         ]
         if not self.targets:
-            raise CellError(f"{type(model).__name__} has no conv or linear weights to prune")
+            raise CellError(f"{type(model).__name__} has no conv, linear or embedding weights to prune")
         self.total = sum(dict(model.named_modules())[n].weight.numel() for n in self.targets)
         self.masks: dict[str, torch.Tensor] = {}
 

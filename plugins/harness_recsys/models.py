@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from harness.api import DataBundle, ModelFactory, Param
@@ -155,13 +156,30 @@ class CDAERanker(TwoTower):
 
 class CaserRanker(TwoTower):
     """Caser (Tang & Wang 2018) scores the next item from the user's latest L items
-    (the last L of the row's `seq`)."""
+    (the last L of the row's `seq`).
+
+    Losses: RecBole's CE (softmax over all items) or BPR; or BCE, the original Caser's
+    and the CD paper's: −log σ(s_pos) − Σ_{n negatives} log(1 − σ(s_neg)), with
+    RecBole's regularisers. Point-wise BCE makes σ(score) a probability, which CD's
+    soft targets σ((t + T2)/T1) assume; CE scores are only defined up to a shift."""
+
+    def __init__(self, net, data, loss: str, neg_samples: int) -> None:
+        super().__init__(net, data)
+        self.loss, self.neg_samples = loss, neg_samples
 
     def seq(self, batch):
         return batch["seq"][:, -self.net.max_seq_length :]
 
     def cf_loss(self, batch):
         net, seq = self.net, self.seq(batch)
+        if self.loss == "BCE":
+            out = net.forward(batch["user"], seq)
+            items = torch.cat([batch["item"][:, None], self.negatives(batch["user"], self.neg_samples)], 1)
+            s = (out[:, None, :] * net.item_embedding(items)).sum(-1)
+            data = -(F.logsigmoid(s[:, 0]) + F.logsigmoid(-s[:, 1:]).sum(1)).mean()
+            weights = [net.user_embedding.weight, net.item_embedding.weight, net.conv_v.weight]
+            reg = net.reg_loss([*weights, net.fc1.weight, net.fc2.weight])
+            return data + net.reg_weight * reg + net.reg_loss_conv_h()
         inter = {
             net.USER_ID: batch["user"],
             net.ITEM_SEQ: seq,
@@ -302,13 +320,21 @@ class CaserFactory(RecBoleModel):
         "nv": Param(4, "vertical filters"),
         "dropout_prob": Param(0.5, "dropout (the CD paper's 0.5)"),
         "reg_weight": Param(1e-6, "L2 weight"),
-        "loss_type": Param("CE", "RecBole's Caser loss: CE over all items or BPR", choices=("CE", "BPR")),
+        "loss_type": Param(
+            "BCE",
+            "BCE with neg_samples negatives (the original Caser's and the CD paper's), "
+            "or RecBole's CE over all items or BPR",
+            choices=("BCE", "CE", "BPR"),
+        ),
+        "neg_samples": Param(3, "negatives per positive for BCE (the CD paper's 3)"),
         "options": OPTIONS,
     }
     presets = {"teacher": {"embedding_size": 50}, "student": {"embedding_size": 5}}
 
     def recbole_options(self):
         opts = {**super().recbole_options(), "MAX_ITEM_LIST_LENGTH": self.hparams["L"]}
+        if opts["loss_type"] == "BCE":  # computed by the wrapper; RecBole's model is built for BPR
+            opts["loss_type"] = "BPR"
         if opts["loss_type"] == "CE":  # RecBole's Config insists: CE draws no negatives
             opts["train_neg_sample_args"] = None
         return opts
@@ -320,7 +346,7 @@ class CaserFactory(RecBoleModel):
         return super().build(data)
 
     def wrap(self, net, data):
-        return CaserRanker(net, data)
+        return CaserRanker(net, data, self.hparams["loss_type"], int(self.hparams["neg_samples"]))
 
 
 class NeuMFFactory(RecBoleModel):

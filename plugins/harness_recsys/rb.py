@@ -89,18 +89,22 @@ def load_interactions(folder: Path) -> tuple[Any, dict[str, torch.Tensor]]:
     config = make_config("BPR", folder, {"load_col": {"inter": present}})
     with quiet():
         dataset = create_dataset(config)
+    # read the columns while RecBole still holds them in pandas: its tensors store float
+    # fields as float32, which rounds Unix timestamps to multiples of 64 s and would
+    # invent ties in the leave-one-out order
+    frame = dataset.inter_feat
+    cols = {
+        "user": torch.from_numpy(frame[dataset.uid_field].to_numpy().astype("int64")),
+        "item": torch.from_numpy(frame[dataset.iid_field].to_numpy().astype("int64")),
+    }
+    if "rating" in frame.columns:
+        cols["rating"] = torch.from_numpy(frame["rating"].to_numpy().astype("float32"))
+    if "timestamp" in frame.columns:
+        cols["timestamp"] = torch.from_numpy(frame["timestamp"].to_numpy().astype("float64"))
+    with quiet():
         # its tables are pandas until build(), which would also split them by RecBole's
         # rules; the harness splits itself, so only the conversion to tensors is wanted
         dataset._change_feat_format()
-    feat = dataset.inter_feat
-    cols = {
-        "user": feat[dataset.uid_field].long(),
-        "item": feat[dataset.iid_field].long(),
-    }
-    if "rating" in feat.columns:
-        cols["rating"] = feat["rating"].float()
-    if "timestamp" in feat.columns:
-        cols["timestamp"] = feat["timestamp"].double()
     return dataset, cols
 
 
