@@ -450,7 +450,7 @@ def test_tiny_ranking_grid_end_to_end(write_grid, tmp_path, capsys):
     md = (tmp_path / "r/leaderboards/movielens-100k__ranking.md").read_text()
     for label in (
         "Teacher (",
-        "| BPR ",
+        "| CDAE ",
         "| RD ",
         "| RD-Rank ",
         "| CD-Base ",
