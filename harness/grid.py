@@ -83,6 +83,7 @@ def apply_section(doc: Located, section: str | None) -> None:
         if path[:2] == prefix and len(path) > 2:
             doc.lines[path[2:]] = line
 
+
 BUDGET = {
     "epochs": Param(10, "student training epochs"),
     "teacher_epochs": Param(None, "teacher training epochs (default: epochs)", type=int),
@@ -544,7 +545,12 @@ def load_grid(path: str | Path, registry: Registry, section: str | None = None) 
         if b["teacher_epochs"] is None:
             b["teacher_epochs"] = budget["epochs"]
         t_over = model_overrides.get(teacher["model"], {})
-        teacher_t = {**train, **teacher_train_given, **t_over.get("train", {}), **t_over.get("teacher_train", {})}
+        teacher_t = {
+            **train,
+            **teacher_train_given,
+            **t_over.get("train", {}),
+            **t_over.get("teacher_train", {}),
+        }
         cls = registry.get("distiller", dist["name"])
         d_over = {
             k: v
@@ -590,15 +596,21 @@ def _model_override(
         raise UsageError(f"{doc.where('overrides', model)}: expected {{{', '.join(k + ':' for k in keys)}}}")
     for k in ov:
         if k not in keys:
-            raise UsageError(f"{doc.where('overrides', model, k)}: unknown key {k!r} (known: {', '.join(keys)})")
+            raise UsageError(
+                f"{doc.where('overrides', model, k)}: unknown key {k!r} (known: {', '.join(keys)})"
+            )
     hp = ov.get("hparams") or {}
     names = {d["name"] for d in distillers}
     if not isinstance(hp, dict):
-        raise UsageError(f"{doc.where('overrides', model, 'hparams')}: expected {{distiller: {{param: value}}}}")
+        raise UsageError(
+            f"{doc.where('overrides', model, 'hparams')}: expected {{distiller: {{param: value}}}}"
+        )
     for dname, params in hp.items():
         where = doc.where("overrides", model, "hparams", dname)
         if dname not in names:
-            raise UsageError(f"{where}: {dname!r} is not a distiller of this grid" + closest(str(dname), names))
+            raise UsageError(
+                f"{where}: {dname!r} is not a distiller of this grid" + closest(str(dname), names)
+            )
         if not isinstance(params, dict):
             raise UsageError(f"{where}: expected {{param: value}}")
         for d in distillers:
@@ -630,19 +642,27 @@ def published(doc: Any, value: Any) -> list[dict[str, Any]]:
         unknown = set(e) - {"source", "dataset", "task", "rows"}
         if unknown:
             k = sorted(unknown)[0]
-            raise UsageError(f"{doc.where('published', i, k)}: unknown key {k!r} (source, dataset, task, rows)")
+            raise UsageError(
+                f"{doc.where('published', i, k)}: unknown key {k!r} (source, dataset, task, rows)"
+            )
         rows = e.get("rows")
         if not isinstance(rows, list) or not rows:
             raise UsageError(f"{doc.where('published', i, 'rows')}: expected a non-empty list of rows")
         checked = []
         for j, r in enumerate(rows):
             where = doc.where("published", i, "rows", j)
-            if not isinstance(r, dict) or not isinstance(r.get("method"), str) or not isinstance(r.get("model"), str):
+            if (
+                not isinstance(r, dict)
+                or not isinstance(r.get("method"), str)
+                or not isinstance(r.get("model"), str)
+            ):
                 raise UsageError(f"{where}: expected {{method:, model:, <metric>: value}}")
             metrics = {k: v for k, v in r.items() if k not in ("method", "model")}
             for k, v in metrics.items():
                 if not isinstance(v, (int, float)) or isinstance(v, bool):
-                    raise UsageError(f"{doc.where('published', i, 'rows', j, k)}: expected a number, got {v!r}")
+                    raise UsageError(
+                        f"{doc.where('published', i, 'rows', j, k)}: expected a number, got {v!r}"
+                    )
             checked.append({"method": r["method"], "model": r["model"], "metrics": metrics})
         out.append({"source": e["source"], "dataset": e["dataset"], "task": e.get("task"), "rows": checked})
     return out

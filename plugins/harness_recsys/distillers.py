@@ -22,7 +22,8 @@ CD-*    L = L_CF + λ·L_KD (seed 002, eqs. 5-7, 13):
         the student's current ranking (each step), the teacher asked for the scores.
 DE-RRD  L = L_CF + λ_DE·L_DE + λ_RRD·L_RRD (seed 003; official code
         github SeongKu-Kang/DE-RRD_CIKM20):
-        DE: M experts per side (users, items), each d_s → ⌊(d_s+d_t)/2⌋ → d_t with ReLU;
+        DE: M experts per side (users, items), each d_s → ⌊(d_s+d_t)/2⌋ → d_t with ReLU,
+        over the batch's unique users (rows, for context models like Caser) and items;
         a selection network α = softmax(W·t_e) on the teacher's representation picks an
         expert by Gumbel-softmax with temperature τ_e = max(1e-10, 1e-10^(e/1000));
         L_DE = ‖t_u − Σ_m z_m E_m(s_u)‖² + ½(‖…‖² on the row's positive item and on one
@@ -57,6 +58,17 @@ def positives(batch: dict[str, torch.Tensor], data_history: torch.Tensor) -> tor
     if "item" in batch:
         return batch["item"][:, None]
     return data_history.index_select(0, batch["user"])
+
+
+def unique_users(
+    batch: dict[str, torch.Tensor], model: nn.Module
+) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """The batch reduced to its unique users, and the index mapping rows back to them,
+    when the model's scores depend on the user alone; else the batch itself and None."""
+    if not getattr(model, "user_only", False):
+        return batch, None
+    users, inverse = torch.unique(batch["user"], return_inverse=True)
+    return {"user": users}, inverse
 
 
 class RankingDistiller(Distiller):
@@ -94,11 +106,16 @@ class RankingDistiller(Distiller):
         return self._table[0].index_select(0, users), self._table[1].index_select(0, users)
 
     def student_ranks(self, step: Step) -> tuple[torch.Tensor, torch.Tensor]:
-        """The student's current 1-based ranks of each row's unobserved items."""
+        """The student's current 1-based ranks of each row's unobserved items (ranked
+        once per user of the batch when the scores depend on the user alone)."""
+        users = step.batch["user"]
+        batch, inverse = unique_users(step.batch, step.student)
         with torch.no_grad():
-            scores = step.student(step.batch)
-        _, rank, n = rank_unobserved(scores, self.trained.index_select(0, step.batch["user"]))
-        return rank, n
+            scores = step.student(batch)
+        _, rank, n = rank_unobserved(scores, self.trained.index_select(0, batch["user"]))
+        if inverse is None:
+            return rank, n
+        return rank.index_select(0, inverse), n.index_select(0, inverse)
 
 
 # --------------------------------------------------------------------------- RD
@@ -357,12 +374,14 @@ class DERRD(RankingDistiller):
         users = batch["user"]
         total = step.task_loss
         if hp["use_de"]:
+            # over the batch's unique users and items, as the official code
             tau = self.tau(step.epoch)
-            items = [batch["item"]] if "item" in batch else []
-            items.append(torch.randint(1, self.n_items, (len(users),), device=users.device))
-            s_u = step.student.user_repr(batch)
+            ub, _ = unique_users(batch, step.student)
+            items = [torch.unique(batch["item"])] if "item" in batch else []
+            items.append(torch.randint(1, self.n_items, (len(ub["user"]),), device=users.device))
+            s_u = step.student.user_repr(ub)
             with torch.no_grad():
-                t_u = step.teacher.user_repr(batch)
+                t_u = step.teacher.user_repr(ub)
                 t_i = [step.teacher.item_repr(i) for i in items]
             de = ((t_u - self.user_experts(s_u, t_u, tau)) ** 2).sum(dim=1).mean()
             item_terms = [

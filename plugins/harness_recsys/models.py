@@ -50,6 +50,9 @@ class Ranker(nn.Module):
     """Base of the wrappers: negatives, field names, item-wise scoring."""
 
     train_split: ClassVar[str] = "train"
+    #: scores and representations depend on the row's user only (not on a context such
+    #: as Caser's sequence): distillers may then work on a batch's unique users
+    user_only: ClassVar[bool] = True
 
     def __init__(self, net: nn.Module, data: DataBundle) -> None:
         super().__init__()
@@ -162,6 +165,8 @@ class CaserRanker(TwoTower):
     and the CD paper's: −log σ(s_pos) − Σ_{n negatives} log(1 − σ(s_neg)), with
     RecBole's regularisers. Point-wise BCE makes σ(score) a probability, which CD's
     soft targets σ((t + T2)/T1) assume; CE scores are only defined up to a shift."""
+
+    user_only = False
 
     def __init__(self, net, data, loss: str, neg_samples: int) -> None:
         super().__init__(net, data)
