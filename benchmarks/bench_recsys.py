@@ -22,7 +22,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import interleaved, summary, train_cfg  # noqa: E402
-
 from harness.plugins import get_registry  # noqa: E402
 from harness.runner import seed_everything, train_model  # noqa: E402
 from harness.tasks import get_task  # noqa: E402
@@ -108,7 +107,8 @@ def main() -> None:
         rb_run, n_rb = recbole_epoch(model.upper() if model == "bpr" else "NeuMF", size, bs, 0.001)
         h_run = harness_epoch(data, model, size, bs, 0.001)
         print(
-            f" {model} {size} batch {bs}: RecBole trains on {n_rb:,} interactions, the harness on {len(data.train):,}"
+            f" {model} {size} batch {bs}: RecBole trains on {n_rb:,} interactions, "
+            f"the harness on {len(data.train):,}"
         )
         times = interleaved({"recbole Trainer": rb_run, "harness": h_run}, args.repeats)
         summary(times, "recbole Trainer")

@@ -12,10 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from harness_recsys import rb
-from harness_recsys.data import AtomicDataset, MovieLens100K, leave_one_out, ranking_view
-from harness_recsys.distillers import CD, CDSG, CDTG, DERRD, RD, RDRank
-from harness_recsys.teacher import draw, rank_unobserved, rank_weights, teacher_view
 from torch import nn
 
 from harness.api import DataBundle, Step
@@ -23,6 +19,10 @@ from harness.cli import main
 from harness.errors import CellError, UsageError
 from harness.plugins import get_registry
 from harness.tasks import Ranking, get_task, hr_ndcg, rank_of_target
+from harness_recsys import rb
+from harness_recsys.data import AtomicDataset, MovieLens100K, leave_one_out, ranking_view
+from harness_recsys.distillers import CD, CDSG, CDTG, DERRD, RD, RDRank
+from harness_recsys.teacher import draw, rank_unobserved, rank_weights, teacher_view
 
 
 def resolved(cls, **given):
@@ -565,6 +565,26 @@ def test_unstructured_pruning_reaches_embeddings(ml100k):
     assert masks.removed_fraction == pytest.approx(0.5, abs=1e-3)
     assert float((m.net.item_embedding.weight == 0).float().mean()) > 0.3
     assert "unstructured" in cls.prunable and "structured" not in cls.prunable
+
+
+@pytest.mark.parametrize("task", ["ranking", "rating"])
+def test_neumf_shrinks_its_mlp_and_keeps_its_outputs(task, ml100k):
+    from harness_prune.pruners import model_input
+    from harness_prune.structure import StructuredMasks
+
+    data = ml100k if task == "ranking" else resolved(MovieLens100K).load("rating")
+    cls = get_registry().get("model", "neumf")
+    m = cls(**cls.resolve_params(cls.presets["teacher"], "t")).build(data).eval()
+    example = model_input(data.test.head(8))
+    masks = StructuredMasks(m, example)
+    assert sorted(g.n for g in masks.groups) == [64, 128]  # the MLP's hidden units, not the output
+    masks.prune(m, 0.5)
+    with torch.no_grad():
+        masked = m(example)
+    small = masks.shrink(m)  # (traces with autograd)
+    with torch.no_grad():
+        assert torch.allclose(small(example), masked, atol=1e-5)
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in m.parameters())
 
 
 def test_cd_ml100k_grid_and_its_cpu_section_load():

@@ -140,7 +140,7 @@ class StructuredPruning(Pruner):
 
     def fit(self, fit: Fit) -> nn.Module:
         p = self.hparams
-        masks = StructuredMasks(fit.student, fit.example["x"])
+        masks = StructuredMasks(fit.student, model_input(fit.example))
         levels = Levels(fit, masks, p["tolerance"])
 
         def on_epoch_end(model: nn.Module, epoch: int) -> None:
@@ -152,6 +152,11 @@ class StructuredPruning(Pruner):
         model = fit.train(fit.student, on_epoch_end=on_epoch_end, select="last")
         levels.record(model, fit.epochs)
         return levels.deploy(levels.winner())
+
+
+def model_input(example: dict[str, torch.Tensor]) -> torch.Tensor | dict[str, torch.Tensor]:
+    """What the model's forward takes: the batch's "x", or the batch (ranking models)."""
+    return example["x"] if "x" in example else example
 
 
 class _Ticket(Pruner):
@@ -185,7 +190,7 @@ class _Ticket(Pruner):
             raise UsageError(f"{where}.rewind_epoch: must be in [0, every)")
 
     def masks(self, fit: Fit) -> StructuredMasks | UnstructuredMasks:
-        return StructuredMasks(fit.student, fit.example["x"])
+        return StructuredMasks(fit.student, model_input(fit.example))
 
     def search(
         self, fit: Fit, rounds: int, distill: bool, levels: Levels, masks: StructuredMasks | UnstructuredMasks

@@ -70,12 +70,18 @@ class Group:
         return [i for i in range(self.n) if i not in self.pruned]
 
 
-def _groups(model: nn.Module, example: torch.Tensor) -> list[Group]:
+def _dependency_graph(model: nn.Module, example: torch.Tensor | dict[str, torch.Tensor]) -> tp.DependencyGraph:
+    """torch-pruning's graph, traced by calling the model on `example`: a tensor (the
+    batch's "x") or a whole batch (ranking models take the batch itself)."""
+    return tp.DependencyGraph().build_dependency(model, example_inputs=example, forward_fn=lambda m, x: m(x))
+
+
+def _groups(model: nn.Module, example: torch.Tensor | dict[str, torch.Tensor]) -> list[Group]:
     names = {m: n for n, m in model.named_modules()}
     was = model.training
     model.eval()
     try:
-        dg = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+        dg = _dependency_graph(model, example)
         ignored = [m for m in [output_layer(model)] if m is not None]
         found = dg.get_all_groups(ignored_layers=ignored, root_module_types=ROOT_TYPES)
     except Exception as e:  # a model torch-pruning cannot trace
@@ -102,7 +108,7 @@ def _groups(model: nn.Module, example: torch.Tensor) -> list[Group]:
 class StructuredMasks:
     """Channel masks on a model (same shapes), and the smaller dense model they imply."""
 
-    def __init__(self, model: nn.Module, example: torch.Tensor) -> None:
+    def __init__(self, model: nn.Module, example: torch.Tensor | dict[str, torch.Tensor]) -> None:
         self.example = example
         self.groups = _groups(model, example)
         if not self.groups:
@@ -166,7 +172,7 @@ class StructuredMasks:
         """A dense copy of `model` without the masked channels."""
         small = make_permanent(copy_model(model))
         small.eval()
-        dg = tp.DependencyGraph().build_dependency(small, example_inputs=self.example)
+        dg = _dependency_graph(small, self.example)
         mods = dict(small.named_modules())
         for g in self.groups:
             if not g.pruned:

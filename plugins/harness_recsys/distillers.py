@@ -108,7 +108,6 @@ class RankingDistiller(Distiller):
     def student_ranks(self, step: Step) -> tuple[torch.Tensor, torch.Tensor]:
         """The student's current 1-based ranks of each row's unobserved items (ranked
         once per user of the batch when the scores depend on the user alone)."""
-        users = step.batch["user"]
         batch, inverse = unique_users(step.batch, step.student)
         with torch.no_grad():
             scores = step.student(batch)

@@ -232,6 +232,9 @@ class NeuMFRanker(Ranker):
         items = torch.arange(self.n_items, device=u.device)
         return self.score(batch, items[None, :].expand(len(u), -1))
 
+    def prune_ignore(self):
+        return self.net.predict_layer
+
 
 class NeuMFRater(nn.Module):
     """NeuMF as a rating regressor: its output (before RecBole's sigmoid) predicts the
@@ -361,6 +364,7 @@ class NeuMFFactory(RecBoleModel):
     recbole_name = "NeuMF"
     tasks = frozenset({"ranking", "rating"})
     exposes_features = True  # rating view: the MLP tower's layers
+    prunable = frozenset({"structured", "unstructured"})  # structured: the MLP's hidden units
     recbole_keys = ("mf_embedding_size", "mlp_embedding_size", "mlp_hidden_size", "dropout_prob")
     params = {
         "mf_embedding_size": Param(64, "GMF embedding size"),
