@@ -70,7 +70,9 @@ class Group:
         return [i for i in range(self.n) if i not in self.pruned]
 
 
-def _dependency_graph(model: nn.Module, example: torch.Tensor | dict[str, torch.Tensor]) -> tp.DependencyGraph:
+def _dependency_graph(
+    model: nn.Module, example: torch.Tensor | dict[str, torch.Tensor]
+) -> tp.DependencyGraph:
     """torch-pruning's graph, traced by calling the model on `example`: a tensor (the
     batch's "x") or a whole batch (ranking models take the batch itself)."""
     return tp.DependencyGraph().build_dependency(model, example_inputs=example, forward_fn=lambda m, x: m(x))

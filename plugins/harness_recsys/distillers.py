@@ -171,7 +171,10 @@ class RD(RankingDistiller):
         return (1 - hp["rho"]) * step.task_loss + hp["rho"] * kd
 
     def loss(self, step):
-        return self.rd_loss(step, self.items(step))
+        items = self.items(step)
+        # (a user with fewer than K unobserved items: the rest of the list is not theirs)
+        valid = self.view.rank.index_select(0, step.batch["user"]).gather(1, items) > 0
+        return self.rd_loss(step, items, valid.float())
 
 
 class RDRank(RD):
