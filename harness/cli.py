@@ -355,17 +355,14 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     rows = []
     for name in reg.names("dataset"):
         entry = reg.entries["dataset"][name]
-        dataset = entry.cls(**entry.cls.resolve_params({}, f"dataset {name}"))
+        tasks = ",".join(sorted(entry.cls.tasks))
+        try:
+            dataset = entry.cls(**entry.cls.resolve_params({}, f"dataset {name}"))
+        except UsageError as e:  # a dataset that needs an option to be anywhere (a path)
+            rows.append([name, entry.plugin, tasks, "—", str(e).split(": ", 1)[-1]])
+            continue
         why = dataset.missing()
-        rows.append(
-            [
-                name,
-                entry.plugin,
-                ",".join(sorted(entry.cls.tasks)),
-                "yes" if why is None else "no",
-                dataset.location(),
-            ]
-        )
+        rows.append([name, entry.plugin, tasks, "yes" if why is None else "no", dataset.location()])
     print(tabulate(rows, headers=["dataset", "plugin", "tasks", "present", "where"]))
     absent = [r[0] for r in rows if r[3] == "no"]
     if absent:

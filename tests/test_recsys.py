@@ -606,3 +606,11 @@ def test_cd_ml100k_grid_and_its_cpu_section_load():
 def test_task_registry_knows_ranking():
     assert isinstance(get_task("ranking"), Ranking)
     assert Ranking.primary == "ndcg@50"
+
+
+def test_datasets_command_lists_movielens_and_the_path_dataset(capsys):
+    assert main(["datasets"]) == 0
+    out = capsys.readouterr().out
+    line = next(row for row in out.splitlines() if row.startswith("movielens-100k"))
+    assert " yes " in line and "ml-100k.inter" in line
+    assert "recbole-atomic needs the folder" in out
