@@ -46,6 +46,17 @@ def build_net(name: str, data: DataBundle, options: dict[str, Any]) -> nn.Module
     return net.to(device)
 
 
+class Shared:
+    """Data a model reads but does not own: copies of the model (e.g. the best epoch's,
+    kept by `select: best_val`) share it instead of duplicating it."""
+
+    def __init__(self, value: torch.Tensor) -> None:
+        self.value = value
+
+    def __deepcopy__(self, memo: dict) -> Shared:
+        return self
+
+
 class Ranker(nn.Module):
     """Base of the wrappers: negatives, field names, item-wise scoring."""
 
@@ -58,8 +69,13 @@ class Ranker(nn.Module):
         super().__init__()
         self.net = net
         self.n_items = int(data.info["n_items"])
-        # which items each user trained on (data, not weights: never saved, never pruned)
-        self.trained = data.split("history")["mask"]
+        # which items each user trained on (data, not weights: never saved, never pruned;
+        # a dense [n_users, n_items] mask, as the "history" split holds it)
+        self._trained = Shared(data.split("history")["mask"])
+
+    @property
+    def trained(self) -> torch.Tensor:
+        return self._trained.value
 
     def negatives(self, users: torch.Tensor, n: int = 1) -> torch.Tensor:
         """[B, n] items drawn uniformly from those the user has not trained on."""
