@@ -593,7 +593,7 @@ def test_cd_ml100k_grid_and_its_cpu_section_load():
     root = Path(__file__).resolve().parents[1]
     for section in (None, "cpu"):
         grid = load_grid(root / "grids/cd-ml100k.yaml", get_registry(), section)
-        assert len(grid.runnable) == 2 * 7 * 3
+        assert len(grid.runnable) == 2 * 9 * 3
         methods = {c.config["distiller"]["name"] for c in grid.cells}
         assert methods == {"none", "rd", "rd-rank", "cd-base", "cd-tg", "cd-sg", "de-rrd"}
         cdae = [c.config for c in grid.cells if c.config["student"]["model"] == "cdae"]
