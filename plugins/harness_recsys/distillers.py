@@ -105,16 +105,18 @@ class RankingDistiller(Distiller):
         users = step.batch["user"]
         return self._table[0].index_select(0, users), self._table[1].index_select(0, users)
 
-    def student_ranks(self, step: Step) -> tuple[torch.Tensor, torch.Tensor]:
-        """The student's current 1-based ranks of each row's unobserved items (ranked
-        once per user of the batch when the scores depend on the user alone)."""
+    def student_draw(self, step: Step, law: str, k: int, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """k items per row drawn by the student's current ranking of its unobserved
+        items. When the scores depend on the user alone, the batch's unique users are
+        ranked and drawn for once (rows of one user share the step's draw)."""
         batch, inverse = unique_users(step.batch, step.student)
         with torch.no_grad():
             scores = step.student(batch)
         _, rank, n = rank_unobserved(scores, self.trained.index_select(0, batch["user"]))
+        items, valid = draw(rank_weights(rank, n, law, gamma), k)
         if inverse is None:
-            return rank, n
-        return rank.index_select(0, inverse), n.index_select(0, inverse)
+            return items, valid
+        return items.index_select(0, inverse), valid.index_select(0, inverse)
 
 
 # --------------------------------------------------------------------------- RD
@@ -248,8 +250,7 @@ class CD(RankingDistiller):
         rank-aware on the student's current ranking of the row (CD-SG), every step."""
         hp = self.hparams
         if self.guide == "student":
-            rank, n = self.student_ranks(step)
-            return draw(rank_weights(rank, n, hp["law"], hp["gamma"]), k)
+            return self.student_draw(step, hp["law"], k, hp["gamma"])
         law = "uniform" if self.guide == "uniform" else hp["law"]
         return self.per_epoch(step, law, k, hp["gamma"])
 
