@@ -33,8 +33,9 @@ FOLDER = rb.wheel_datasets() / "ml-100k"
 
 def recbole_epoch(model: str, size: dict, batch_size: int, lr: float):
     """A closure running one epoch of RecBole's Trainer on its leave-one-out split."""
-    from recbole.data import create_dataset, data_preparation
-    from recbole.trainer import Trainer
+    with rb.quiet():  # (RecBole's imports switch on autograd anomaly detection; undone)
+        from recbole.data import create_dataset, data_preparation
+        from recbole.trainer import Trainer
 
     options = {
         **size,

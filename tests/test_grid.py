@@ -170,7 +170,7 @@ def test_choices_are_enforced(write_grid):
     with pytest.raises(
         UsageError,
         match=r"train.optimizer: 'adamm' is not one of adam, adamw, "
-        r"sgd \(closest: adam",
+        r"sgd, adagrad \(closest: adam",
     ):
         load_grid(
             write_grid("""

@@ -401,6 +401,16 @@ def test_recbole_models_score_train_and_negatives(name, ml100k):
     assert not ml100k.extra["history"]["mask"][ml100k.train["user"][:2000, None], neg].any()
 
 
+def test_recbole_leaves_autograd_anomaly_detection_off(ml100k):
+    # importing RecBole's models runs set_detect_anomaly(True) (its sine.py): undone
+    for name in ("bpr", "cdae", "caser", "neumf"):
+        cls = get_registry().get("model", name)
+        cls(**cls.resolve_params({}, "t")).build(ml100k)
+    import recbole.model.sequential_recommender  # noqa: F401  (already imported: a no-op)
+
+    assert not torch.is_anomaly_enabled()
+
+
 def test_model_sizes_follow_the_grid():
     data = resolved(MovieLens100K).load("ranking")
     reg = get_registry()

@@ -32,10 +32,14 @@ def wheel_datasets() -> Path:
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
-    """RecBole's loaders log to the root logger and trip pandas' FutureWarnings on
-    their in-place fillna; neither concerns the harness's user. RecBole's Config also
-    sets CUDA_VISIBLE_DEVICES from its gpu_id option: restore it."""
+    """Undo what RecBole does to the process. Its loaders log to the root logger and
+    trip pandas' FutureWarnings on their in-place fillna; its Config sets
+    CUDA_VISIBLE_DEVICES from its gpu_id option; and importing its models (which Config
+    and get_model do) runs `torch.autograd.set_detect_anomaly(True)` at the top of
+    recbole/model/sequential_recommender/sine.py, which slows every backward pass of
+    the process several-fold. Everything RecBole is called through here."""
     cvd = os.environ.get("CUDA_VISIBLE_DEVICES")
+    anomaly = torch.is_anomaly_enabled()
     level = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)
     try:
@@ -43,6 +47,7 @@ def quiet() -> Iterator[None]:
             warnings.simplefilter("ignore")
             yield
     finally:
+        torch.autograd.set_detect_anomaly(anomaly)
         logging.getLogger().setLevel(level)
         if cvd is None:
             os.environ.pop("CUDA_VISIBLE_DEVICES", None)
@@ -109,6 +114,7 @@ def load_interactions(folder: Path) -> tuple[Any, dict[str, torch.Tensor]]:
 
 
 def model_class(name: str):
-    from recbole.utils import get_model
+    with quiet():
+        from recbole.utils import get_model
 
-    return get_model(name)
+        return get_model(name)
