@@ -283,14 +283,15 @@ def test_rd_dynamic_weight_favours_items_the_student_ranks_too_low():
     student = S_TABLE.clone()
     student[1, 4:] = torch.tensor([-2.0, 1.0, 0.5])  # the teacher's first (4) is the student's last
     d, t, s, batch, _ = setup_distiller(
-        RD, T_TABLE, student, K=3, rho=1.0, dynamic_start=0, mu=10.0, n_estimate=3
+        RD, T_TABLE, student, K=3, rho=1.0, dynamic_start=0, mu=10.0, n_estimate=3000
     )
+    torch.manual_seed(0)
     loss = d.loss(step_for(batch, s, t))
     loss.backward()
     g = s.table.grad
-    # user 1, estimated from all 3 unobserved items: r̂(4) = ⌊2·2/3⌋ = 1 > r = 0, so
-    # item 4 gets weight tanh(10); items 5 and 6 are ranked no lower than the teacher's
-    # order asks (r̂ ≤ r): weight 0
+    # user 1, ranks estimated from 3000 uniform draws of its 3 unobserved items:
+    # r̂(4) = ⌊2·(≈2/3)⌋ = 1 > r = 0, so item 4 gets weight tanh(10); items 5 (r̂ 0, r 1)
+    # and 6 (r̂ ⌊2·(≈1/3)⌋ = 0, r 2) are ranked no lower than the teacher asks: weight 0
     assert g[1, 4] < 0 and g[1, 5] == 0 and g[1, 6] == 0
 
 

@@ -47,7 +47,7 @@ from torch import nn
 from harness.api import Distiller, Param, Step
 from harness.errors import CellError, UsageError
 
-from .teacher import TeacherView, draw, rank_unobserved, rank_weights, teacher_view
+from .teacher import TeacherView, draw, rank_unobserved, rank_weights, teacher_view, uniform_unobserved
 
 LAWS = ("linear", "exponential")
 
@@ -144,7 +144,9 @@ class RD(RankingDistiller):
 
     def items(self, step: Step) -> torch.Tensor:
         """[B, K] the items to distil, in teacher order."""
-        return self.view.order.index_select(0, step.batch["user"])[:, : self.hparams["K"]]
+        if getattr(self, "_top", None) is None or self._top.shape[1] != self.hparams["K"]:
+            self._top = self.view.order[:, : self.hparams["K"]].contiguous()  # once per teacher
+        return self._top.index_select(0, step.batch["user"])
 
     def rd_loss(self, step: Step, items: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         hp = self.hparams
@@ -157,12 +159,7 @@ class RD(RankingDistiller):
         if step.epoch >= hp["dynamic_start"]:
             with torch.no_grad():
                 users = step.batch["user"]
-                probe = draw(
-                    rank_weights(
-                        self.view.rank.index_select(0, users), self.view.n_unobserved[users], "uniform"
-                    ),
-                    hp["n_estimate"],
-                )[0]
+                probe = uniform_unobserved(self.trained, users, hp["n_estimate"])
                 s_probe = step.student.score(step.batch, probe)
                 above = (s_probe[:, None, :] > s.detach()[:, :, None]).sum(-1).float()
                 n_u = self.view.n_unobserved[users].float()[:, None]
@@ -175,7 +172,7 @@ class RD(RankingDistiller):
     def loss(self, step):
         items = self.items(step)
         # (a user with fewer than K unobserved items: the rest of the list is not theirs)
-        valid = self.view.rank.index_select(0, step.batch["user"]).gather(1, items) > 0
+        valid = self.view.rank[step.batch["user"][:, None], items] > 0
         return self.rd_loss(step, items, valid.float())
 
 
@@ -190,10 +187,10 @@ class RDRank(RD):
     }
 
     def loss(self, step):
-        rank = self.view.rank.index_select(0, step.batch["user"])
         items, valid = self.per_epoch(step, self.hparams["law"], self.hparams["K"], self.hparams["gamma"])
         # position weights follow the drawn items' order in the teacher's ranking
-        order = rank.gather(1, items).masked_fill(~valid, torch.iinfo(rank.dtype).max).argsort(dim=1)
+        rank = self.view.rank[step.batch["user"][:, None], items]
+        order = rank.masked_fill(~valid, torch.iinfo(rank.dtype).max).argsort(dim=1)
         return self.rd_loss(step, items.gather(1, order), valid.gather(1, order).float())
 
 
@@ -268,7 +265,7 @@ class CD(RankingDistiller):
         else:
             cf = step.task_loss
         with torch.no_grad():
-            t = self.view.scores.index_select(0, users).gather(1, items)
+            t = self.view.scores[users[:, None], items]
             q = torch.sigmoid((t + hp["T2"]) / hp["T1"])
         kd = (F.binary_cross_entropy_with_logits(s_kd, q, reduction="none") * valid).sum(dim=1).mean()
         return cf + hp["lambda_"] * kd

@@ -30,6 +30,7 @@ from harness.api import DataBundle, ModelFactory, Param
 from harness.errors import UsageError
 
 from . import rb
+from .teacher import uniform_unobserved
 
 
 def data_device(data: DataBundle) -> torch.device:
@@ -79,13 +80,7 @@ class Ranker(nn.Module):
 
     def negatives(self, users: torch.Tensor, n: int = 1) -> torch.Tensor:
         """[B, n] items drawn uniformly from those the user has not trained on."""
-        neg = torch.randint(1, self.n_items, (len(users), n), device=users.device)
-        for _ in range(10):  # rejection; a user with almost every item keeps a few positives
-            bad = self.trained[users[:, None], neg]
-            if not bool(bad.any()):
-                break
-            neg = torch.where(bad, torch.randint_like(neg, 1, self.n_items), neg)
-        return neg
+        return uniform_unobserved(self.trained, users, n)
 
     def score(self, batch: dict[str, torch.Tensor], items: torch.Tensor) -> torch.Tensor:
         return self.forward(batch).gather(1, items)

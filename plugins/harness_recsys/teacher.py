@@ -115,3 +115,18 @@ def draw(weights: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     keys = torch.log(weights.float()) - torch.log(-torch.log(u))
     items = keys.topk(k, dim=1).indices
     return items, weights.gather(1, items) > 0
+
+
+def uniform_unobserved(trained: torch.Tensor, users: torch.Tensor, n: int) -> torch.Tensor:
+    """[B, n] items drawn uniformly, with replacement, from the items each user has not
+    trained on (`trained` [n_users, n_items], item 0 being padding), by rejection: a
+    few rounds of redrawing the hits, never a [B, n_items] matrix. A user who trained
+    on almost every item may keep a training item after the last round."""
+    n_items = trained.shape[1]
+    items = torch.randint(1, n_items, (len(users), n), device=users.device)
+    for _ in range(10):
+        hit = trained[users[:, None], items]
+        if not bool(hit.any()):
+            break
+        items = torch.where(hit, torch.randint_like(items, 1, n_items), items)
+    return items
