@@ -147,10 +147,11 @@ def rank_of_target(scores: torch.Tensor, target: torch.Tensor, exclude: list[tor
     scores [B, N]; target [B]; exclude: index tensors [B, *] of items that are not
     candidates (the user's training items; padded with 0, the padding item, which is
     never a candidate). Ties with the target count against it (pessimistic), so a model
-    that scores everything alike earns nothing.
+    that scores everything alike earns nothing; so does a NaN score of the target.
     """
     scores = scores.float()
-    t = scores.gather(1, target[:, None])
+    # a NaN score for the target ranks it last, never first (NaN compares False)
+    t = torch.nan_to_num(scores.gather(1, target[:, None]), nan=float("-inf"))
     masked = scores.clone()
     for idx in exclude:
         masked.scatter_(1, idx, float("-inf"))

@@ -132,6 +132,8 @@ def test_full_ranking_excludes_training_items_and_counts_ties_against_the_target
     assert rank_of_target(scores, target, [torch.tensor([[1, 2]])]).item() == 1
     flat = torch.zeros(1, 7)
     assert rank_of_target(flat, target, [torch.tensor([[0]])]).item() == 5  # all alike: last
+    flat[0, 4] = float("nan")
+    assert rank_of_target(flat, target, [torch.tensor([[0]])]).item() >= 5  # NaN: never a hit
 
 
 class TableModel(nn.Module):
