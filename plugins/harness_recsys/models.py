@@ -19,6 +19,7 @@ items in the ranking.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -90,20 +91,23 @@ class Ranker(nn.Module):
         return None
 
 
-class TwoTower(Ranker):
+class TwoTower(Ranker, ABC):
     """score(u, i) = <user_repr(u), item_repr(i)> (+ item bias)."""
 
     def item_bias(self, items: torch.Tensor) -> torch.Tensor | float:
         return 0.0
 
+    @abstractmethod
     def user_repr(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        raise NotImplementedError
+        """[B, d] the users' (or rows') representations."""
 
+    @abstractmethod
     def item_repr(self, items: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """[*, d] the items' representations."""
 
+    @abstractmethod
     def all_item_repr(self) -> torch.Tensor:
-        raise NotImplementedError
+        """[n_items, d] every item's representation."""
 
     def forward(self, batch):
         return self.user_repr(batch) @ self.all_item_repr().T + self.item_bias(
@@ -287,8 +291,9 @@ class RecBoleModel(ModelFactory):
             raise UsageError(f"model {self.name!r} needs a RecBole dataset (movielens-100k, recbole-atomic)")
         return self.wrap(build_net(self.recbole_name, data, self.recbole_options()), data)
 
+    @abstractmethod
     def wrap(self, net: nn.Module, data: DataBundle) -> nn.Module:
-        raise NotImplementedError
+        """The RecBole model `net` behind the harness's ranking (or rating) protocol."""
 
 
 OPTIONS = Param({}, "further RecBole config keys for this model, e.g. {reg_weight: 1.0e-4}", type=dict)
