@@ -324,6 +324,15 @@ class Step:
     student/teacher are the models themselves (teacher None without a teacher), for
     distillers that query them, e.g. a ranking distiller asking for the scores of
     sampled items: query the teacher under torch.no_grad().
+    epoch counts from 0 within the current training call, which lasts `epochs` epochs
+    (e.g. for a schedule over the run, such as DE-RRD's temperature).
+
+    Diagnostics: a distiller reports the terms of its loss with `log_terms` (each as it
+    enters the loss, weight included; `task` for the task term it uses) and facts about
+    what it did with `log_stats` (e.g. how many items it sampled). The runner averages
+    them per epoch into the record's history and `diagnostics`, and the leaderboard
+    shows the ratio of the distillation terms to the task term, flagging a distiller
+    whose terms are under 1% of the loss: a term that small does nothing.
     """
 
     batch: dict[str, torch.Tensor]
@@ -336,6 +345,18 @@ class Step:
     epoch: int = 0
     student: nn.Module | None = None
     teacher: nn.Module | None = None
+    epochs: int = 0
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
+    stats: dict[str, torch.Tensor | float] = field(default_factory=dict)
+
+    def log_terms(self, **terms: torch.Tensor) -> None:
+        """The loss's terms as they enter it, e.g. `step.log_terms(task=cf, kd=lam * kd)`.
+        Without a `task` entry the task term is taken to be `task_loss`."""
+        self.terms.update(terms)
+
+    def log_stats(self, **stats: torch.Tensor | float) -> None:
+        """Per-step facts to average per epoch, e.g. `step.log_stats(sample_size=k)`."""
+        self.stats.update(stats)
 
 
 class Distiller(Component):

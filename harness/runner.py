@@ -229,6 +229,7 @@ def train_model(
             model.train()
             total = torch.zeros((), device=next(model.parameters()).device)
             steps = 0
+            logged = _EpochLog()
             batches = data.batches(split, batch_size, train=True, generator=generator, aug_generator=aug)
             for batch in batches:
                 with s_tap.record() if s_tap else contextlib.nullcontext():
@@ -241,20 +242,21 @@ def train_model(
                         with torch.no_grad(), t_tap.record() if t_tap else contextlib.nullcontext():
                             t_out = task.forward(teacher, batch)
                         t_feats = t_tap.take() if t_tap else None
-                    loss = distiller.loss(
-                        Step(
-                            batch=batch,
-                            task=task.name,
-                            student_out=out,
-                            task_loss=task_loss,
-                            teacher_out=t_out,
-                            teacher_features=t_feats,
-                            student_features=s_tap.take() if s_tap else None,
-                            epoch=epoch,
-                            student=model,
-                            teacher=teacher,
-                        )
+                    step = Step(
+                        batch=batch,
+                        task=task.name,
+                        student_out=out,
+                        task_loss=task_loss,
+                        teacher_out=t_out,
+                        teacher_features=t_feats,
+                        student_features=s_tap.take() if s_tap else None,
+                        epoch=epoch,
+                        student=model,
+                        teacher=teacher,
+                        epochs=epochs,
                     )
+                    loss = distiller.loss(step)
+                    logged.add(step)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg["grad_clip"]:
@@ -265,7 +267,7 @@ def train_model(
             mean_loss = float(total) / max(steps, 1)  # one sync per epoch
             if not np.isfinite(mean_loss):
                 raise CellError(f"loss became {mean_loss} in epoch {epoch + 1}")
-            entry = {"epoch": epoch + 1, "loss": mean_loss}
+            entry = {"epoch": epoch + 1, "loss": mean_loss, **logged.means()}
             if select == "best_val":
                 score = task.evaluate(model, data.val, data, eval_batch_size)[metric.name]
                 entry[f"val_{metric.name}"] = score
@@ -289,6 +291,60 @@ def train_model(
             if tap:
                 tap.close()
     return best[1] if best is not None else model
+
+
+class _EpochLog:
+    """Sums of the terms and stats distillers log per step (`Step.log_terms`,
+    `Step.log_stats`), kept on the device and read once per epoch."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, dict[str, torch.Tensor]] = {"terms": {}, "stats": {}}
+        self.steps = 0
+
+    def add(self, step: Step) -> None:
+        terms = dict(step.terms)
+        if terms:
+            terms.setdefault("task", step.task_loss)
+        for kind, values in (("terms", terms), ("stats", step.stats)):
+            sums = self.sums[kind]
+            for key, value in values.items():
+                v = value.detach().float() if isinstance(value, torch.Tensor) else float(value)
+                sums[key] = sums[key] + v if key in sums else v
+        self.steps += 1
+
+    def means(self) -> dict[str, dict[str, float]]:
+        return {
+            kind: {k: float(v) / self.steps for k, v in sums.items()}
+            for kind, sums in self.sums.items()
+            if sums
+        }
+
+
+def loss_diagnostics(history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """From a training history: the logged loss terms of the first and last epoch, the
+    ratio of the distillation terms (all but `task`) to the task term in each, and the
+    mean over epochs of every logged stat. None when the distiller logged nothing."""
+    logged = [e for e in history if e.get("terms")]
+    if not logged:
+        return None
+
+    def ratio(terms: dict[str, float]) -> float | None:
+        task = abs(terms.get("task", 0.0))
+        other = sum(abs(v) for k, v in terms.items() if k != "task")
+        return other / task if task > 0 else None
+
+    first, last = logged[0]["terms"], logged[-1]["terms"]
+    stats: dict[str, list[float]] = {}
+    for e in history:
+        for k, v in e.get("stats", {}).items():
+            stats.setdefault(k, []).append(v)
+    return {
+        "terms_first": first,
+        "terms_last": last,
+        "ratio_first": ratio(first),
+        "ratio_last": ratio(last),
+        "stats": {k: float(np.mean(v)) for k, v in stats.items()},
+    }
 
 
 # --------------------------------------------------------------------------- teacher
@@ -599,6 +655,7 @@ def run_cell(config: dict[str, Any], cell_id: str, grid: str, opts: RunOptions) 
             },
             history=fit.history,
             levels=fit.levels,
+            diagnostics=loss_diagnostics(fit.history),
         )
         meter.close()
     except Exception as e:  # recorded, never raised: the grid goes on

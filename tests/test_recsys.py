@@ -288,28 +288,34 @@ def test_rd_dynamic_weight_favours_items_the_student_ranks_too_low():
         RD, T_TABLE, student, K=3, rho=1.0, dynamic_start=0, mu=10.0, n_estimate=3000
     )
     torch.manual_seed(0)
-    loss = d.loss(step_for(batch, s, t))
+    loss = d.loss(step_for(batch, s, t, epoch=1))  # (the official code: after dynamic_start)
     loss.backward()
     g = s.table.grad
-    # user 1, ranks estimated from 3000 uniform draws of its 3 unobserved items:
-    # r̂(4) = ⌊2·(≈2/3)⌋ = 1 > r = 0, so item 4 gets weight tanh(10); items 5 (r̂ 0, r 1)
-    # and 6 (r̂ ⌊2·(≈1/3)⌋ = 0, r 2) are ranked no lower than the teacher asks: weight 0
+    # user 1, ranks estimated as the official code does, r̂ = ⌊(|I| − 1)·share⌋ with |I| = 6
+    # items and the share of 3000 uniform draws of its 3 unobserved items scored above:
+    # r̂(4) = ⌊5·(≈2/3)⌋ = 3 > r = 0, so item 4 gets weight tanh(30); items 5 (r̂ 0, r 1)
+    # and 6 (r̂ ⌊5·(≈1/3)⌋ = 1, r 2) are ranked no lower than the teacher asks: weight 0
     assert g[1, 4] < 0 and g[1, 5] == 0 and g[1, 6] == 0
 
 
 def test_rd_rank_with_every_item_drawn_is_rd_on_every_item():
-    # (the exponential law: the linear one gives the last item weight 1 - 3/3 = 0)
-    d, t, s, batch, _ = setup_distiller(RDRank, T_TABLE, S_TABLE, K=3, dynamic_start=99, law="exponential")
+    # (eq. 9's weighted draw with the exponential law: every candidate has a weight,
+    # so K = |I_u^-| draws all of them; the linear one gives the last item 1 - 3/3 = 0)
+    d, t, s, batch, _ = setup_distiller(
+        RDRank, T_TABLE, S_TABLE, K=3, dynamic_start=99, law="exponential", sampler="weighted"
+    )
     r, _, _, _, _ = setup_distiller(RD, T_TABLE, S_TABLE, K=3, dynamic_start=99)
     assert d.loss(step_for(batch, s, t)).item() == pytest.approx(r.loss(step_for(batch, s, t)).item())
 
 
 def test_cd_loss_by_hand():
-    # K = all 3 unobserved items: the sampled set is certain, whatever the sampler (with
-    # the exponential law: the linear one never draws the last item, weight 1 - 3/3)
+    # K = all 3 unobserved items: the sampled set is certain for eq. 9's weighted draw
+    # (with the exponential law: the linear one never draws the last item, weight 1 - 3/3);
+    # Algorithm 1 is tested on its own below
     for cls in (CD, CDTG, CDSG):
         d, t, s, batch, _ = setup_distiller(
-            cls, T_TABLE, S_TABLE, sample_size=3, T1=2.0, T2=1.0, lambda_=0.5, law="exponential"
+            cls, T_TABLE, S_TABLE, sample_size=3, T1=2.0, T2=1.0, lambda_=0.5, law="exponential",
+            sampler="weighted",
         )
         loss = d.loss(step_for(batch, s, t, task_loss=100.0))
         sig = torch.sigmoid
@@ -326,7 +332,18 @@ def test_cd_loss_by_hand():
 def test_cd_sample_ratio_gives_each_user_its_own_k():
     d, t, s, batch, _ = setup_distiller(CD, T_TABLE, S_TABLE, sample_ratio=0.34)
     assert d.sample_sizes(batch["user"]).tolist() == [2, 2]  # ceil(0.34 * 3)
-    assert d.k_max == 2
+
+
+def test_cd_sample_ratio_reads_the_unobserved_items_by_default(ml100k):
+    """Fig. 8 of the CD paper: δ × |I_u^-| items; `ratio_of: observed` reads |I_u^+|."""
+    mask = ml100k.split("history")["mask"]
+    users = torch.tensor([1, 2, 3])
+    n_pos = mask[users].sum(1)
+    n_neg = mask.shape[1] - 1 - n_pos
+    for ratio_of, base in (("unobserved", n_neg), ("observed", n_pos)):
+        d = resolved(CD, sample_ratio=0.8, ratio_of=ratio_of)
+        d.trained = mask
+        assert d.sample_sizes(users).tolist() == torch.ceil(0.8 * base.float()).long().tolist()
 
 
 def test_rrd_loss_by_hand():

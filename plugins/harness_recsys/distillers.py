@@ -1,38 +1,54 @@
-"""Ranking distillers: RD and RD-Rank (Tang & Wang 2018), CD-Base, CD-TG and CD-SG
-(seed 002), DE-RRD (seed 003). Notation: s student score (logit), t teacher score,
-σ the sigmoid, I_u^- the items user u has not trained on. Every loss is a sum over a
-row's items, averaged over the batch's rows (a row is a training interaction, or a user
-for models that train on users, e.g. CDAE), like the models' own losses.
+"""Ranking distillers: RD and RD-Rank (Tang & Wang, "Ranking Distillation", KDD 2018),
+CD-Base, CD-TG and CD-SG (Lee et al., "Collaborative Distillation for Top-N
+Recommendation", ICDM 2019), DE-RRD (Kang et al., "DE-RRD: A Knowledge Distillation
+Framework for Recommender System", CIKM 2020). Notation: s student score (logit),
+t teacher score, σ the sigmoid, I_u^- the items user u has not trained on. An
+*instance* is a training row: an interaction (BPR, Caser, NeuMF) or a user (CDAE).
 
-RD      L = (1−ρ)·L_CF + ρ·L_RD, L_CF the model's own loss,
-        L_RD = −Σ_{r=1..K} w_r·log σ(s_{π_r}), π_1..π_K the teacher's top K of I_u^-;
-        w_r = exp(−r/λ) / Σ_k exp(−k/λ) (position weight); from `dynamic_start` on,
-        times the dynamic weight max(0, tanh(μ·(r̂_r − r))), r̂_r the student's rank of
-        π_r estimated from `n_estimate` uniformly drawn items of I_u^-:
-        r̂ = ⌊(|I_u^-|−1)·#{j: s_j > s_{π_r}} / n⌋; the product is renormalised per row
-        and detached (RD's official code, github graytowne/rank_distill).
-RD-Rank the same loss on K items drawn by CD's rank-aware sampling from the teacher's
-        ranking (seed 002), weighted by their order in the teacher's ranking.
-CD-*    L = L_CF + λ·L_KD (seed 002, eqs. 5-7, 13):
-        L_CF = −Σ_{i∈I_u^+} log σ(s_ui) (selective: observed items only; a row's item,
-        or every training item of a user row),
-        L_KD = Σ_{i∈S} BCE(σ(s_ui), q_ui), q_ui = σ((t_ui + T2)/T1), S ⊂ I_u^- of size
-        K (`sample_size`, or `sample_ratio`·|I_u^+| per user as the paper's 0.8·|I_u|):
-        CD-Base uniform; CD-TG rank-aware on the teacher's ranking; CD-SG rank-aware on
-        the student's current ranking (each step), the teacher asked for the scores.
-DE-RRD  L = L_CF + λ_DE·L_DE + λ_RRD·L_RRD (seed 003; official code
-        github SeongKu-Kang/DE-RRD_CIKM20):
-        DE: M experts per side (users, items), each d_s → ⌊(d_s+d_t)/2⌋ → d_t with ReLU,
-        over the batch's unique users (rows, for context models like Caser) and items;
-        a selection network α = softmax(W·t_e) on the teacher's representation picks an
-        expert by Gumbel-softmax with temperature τ_e = max(1e-10, 1e-10^(e/1000));
-        L_DE = ‖t_u − Σ_m z_m E_m(s_u)‖² + ½(‖…‖² on the row's positive item and on one
-        uniformly drawn item), representations from `user_repr`/`item_repr`.
-        RRD: per user and epoch, K interesting items drawn from the teacher's top
-        N_max of I_u^- with p(r) ∝ exp(−r/T), kept in teacher order, and L uninteresting
-        items drawn uniformly from the rest of I_u^-;
-        L_RRD = −Σ_k [s_{i_k} − log(Σ_{l≥k} e^{s_{i_l}} + Σ_j e^{s_j})] (computed with
-        log-sum-exp, so no clamping is needed).
+Reductions follow each method's official code, so that λ and ρ mean what they mean
+there (docs/recsys.md lists the measured size of every term):
+
+RD      L = (1−ρ)·L_CF + ρ·L_RD (the CD paper's form of RD; ρ 0.5 is the official
+        code's teach_alpha 1 up to a factor ½ on the whole loss), per instance, then
+        the mean over the batch (github graytowne/rank_distill, losses.py):
+        L_RD = −Σ_{r=1..K} w_r·log σ(s_{π_r}), π_1..π_K the teacher's top K of I_u^-
+        for the instance (for context models such as Caser: the teacher run on the
+        instance's own sequence); w_r = w^a_r·w^b_r, w^a_r = exp(−r/λ)/Σ_k exp(−k/λ),
+        and after epoch `dynamic_start` the dynamic weight w^b_r = max(0, tanh(μ·(r̂_r
+        − (r−1)))), r̂_r = ⌊(|I|−1)·#{j: s_j > s_{π_r}}/n⌋ from n uniformly drawn
+        unobserved items; the product is detached and *not* renormalised (the official
+        `_weight_renormalize = False`).
+RD-Rank the same loss on K items drawn by CD's rank-aware sampling (Algorithm 1 by
+        default) from the teacher's ranking, weighted by their order in it.
+CD-*    L = L_CF + λ·L_KD (eqs. 5-7, 13), per instance (sums over items), then the
+        mean over the batch (the paper has no official code; its equations sum over
+        items per user):
+        L_CF = −Σ_{i∈I_u^+} log σ(s_ui) (selective: observed items only),
+        L_KD = Σ_{i∈S} BCE(σ(s_ui), q_ui), q_ui = σ((t_ui + T2)/T1), S ⊂ I_u^-:
+        CD-Base K items uniformly; CD-TG rank-aware on the teacher's ranking (drawn once
+        per user and epoch, or per instance for context models); CD-SG rank-aware on
+        the student's current ranking, made in eval mode at each step, the teacher
+        asked for the scores. K = `sample_size`, or `sample_ratio`·|I_u^-| (Fig. 8's
+        reading of the ratio, the default) or ·|I_u^+| (`ratio_of: observed`).
+DE-RRD  L = L_base + λ_DE·L_DE + λ_RRD·L_RRD, every term a *sum* as in the official
+        code (github SeongKu-Kang/DE-RRD_CIKM20: BPR `.sum()`, DE `.sum(-1).sum()`,
+        RRD summed over the batch's unique users); here the whole loss is divided by
+        the batch's rows, so the task term is the model's usual mean and the learning
+        rate means what it means for the plain student, while the ratio of the terms
+        is the official one.
+        DE: M experts per side, each d_s → ⌊(d_s+d_t)/2⌋ → d_t (ReLU); a selection
+        network α = softmax(W·t_e) on the teacher's representation picks an expert by
+        Gumbel-softmax at temperature τ_e = (1e-10)^(e/E), E the training's epochs
+        (the official T_annealing from 1 to 1e-10 over max_epoch);
+        L_DE = Σ_users ‖t_u − Σ_m z_m E_m(s_u)‖² + ½(Σ_pos items + Σ_drawn items).
+        RRD: per user and epoch, K interesting items drawn from the teacher's top N_max
+        of I_u^- with p(r) ∝ exp(−r/T), kept in teacher order, and L uninteresting ones
+        uniformly from the rest; L_RRD(u) = −Σ_k [s_{i_k} − log(Σ_{l≥k} e^{s_{i_l}} +
+        Σ_j e^{s_j})], by log-sum-exp (no clamping needed).
+
+Every distiller logs its terms (`Step.log_terms`) and, when it samples, the mean
+sample size per instance and the mean teacher-rank percentile of the sampled items
+(`Step.log_stats`): the leaderboard's diagnostics.
 """
 
 from __future__ import annotations
@@ -47,9 +63,19 @@ from torch import nn
 from harness.api import Distiller, Param, Step
 from harness.errors import CellError, UsageError
 
-from .teacher import TeacherView, draw, rank_unobserved, rank_weights, teacher_view, uniform_unobserved
+from .teacher import (
+    TeacherView,
+    algorithm1,
+    draw,
+    rank_unobserved,
+    rank_weights,
+    teacher_view,
+    uniform_unobserved,
+)
 
 LAWS = ("linear", "exponential")
+#: how rank-aware samples are drawn (teacher.py's docstring)
+SAMPLERS = ("algorithm1", "weighted")
 
 
 def positives(batch: dict[str, torch.Tensor], data_history: torch.Tensor) -> torch.Tensor:
@@ -71,7 +97,43 @@ def unique_users(
     return {"user": users}, inverse
 
 
+def rank_sample(
+    view: TeacherView,
+    how: str,
+    k: torch.Tensor | int,
+    law: str = "linear",
+    gamma: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Items of each row's I_u^- by a ranking `view` (rows: users or instances): "top"
+    (the first k), "uniform", "algorithm1" or "weighted" (teacher.py). Returns items
+    [B, w] in the view's rank order and valid [B, w]; k an int or one per row."""
+    if how == "algorithm1":
+        return algorithm1(view.order, view.n_unobserved, k, law, gamma)
+    kk = k if isinstance(k, int) else int(k.max())
+    if how == "top":
+        items = view.order[:, :kk]
+        valid = view.rank.gather(1, items) > 0
+    else:
+        items, valid = draw(
+            rank_weights(view.rank, view.n_unobserved, "uniform" if how == "uniform" else law, gamma), kk
+        )
+        rank = view.rank.gather(1, items).masked_fill(~valid, torch.iinfo(view.rank.dtype).max)
+        order = rank.argsort(dim=1)
+        items, valid = items.gather(1, order), valid.gather(1, order)
+    if not isinstance(k, int):
+        valid = valid & (torch.arange(items.shape[1], device=items.device)[None, :] < k.reshape(-1, 1))
+    return items, valid
+
+
 class RankingDistiller(Distiller):
+    """Base of the ranking distillers: what they take from the teacher.
+
+    For models whose scores depend on the user alone (CDAE, BPR) the teacher's ranking
+    of every user is computed once per teacher (`teacher_view`) and samples are drawn
+    once per user and epoch. For context models (Caser) the teacher's scores depend on
+    the instance's own sequence: they are computed in the step, the teacher frozen and
+    in eval mode, for exactly the batch's instances (each instance once per epoch)."""
+
     tasks = frozenset({"ranking"})
     needs = frozenset({"teacher", "scores"})
 
@@ -82,41 +144,83 @@ class RankingDistiller(Distiller):
     def setup(self, teacher, student, data, example):
         if teacher is None:
             raise CellError(f"{self.name} needs a trained teacher")
-        self.view = teacher_view(teacher, data)
+        self.per_user = bool(getattr(teacher, "user_only", True))
+        self.view = teacher_view(teacher, data) if self.per_user else None
         self.history = data.split("history")["items"]
         self.trained = data.split("history")["mask"]
+        self.n_items = int(data.info["n_items"])
+        self._table_key = None
         return self.extra_setup(teacher, student, data)
 
     def extra_setup(self, teacher, student, data) -> list[nn.Parameter]:
         return []
 
-    def per_epoch(
-        self, step: Step, law: str, k: int, gamma: float = 1.0
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Items drawn from the teacher's ranking (or uniformly) once per user and epoch,
-        for the batch's rows: [B, k] items and valid. Every row of a user shares the
-        epoch's draw, as a user-row model (CDAE) draws once per user and epoch; drawing
-        once for all users costs one [n_users, n_items] draw per epoch, not one per step."""
-        key = (step.epoch, law, k)
-        if getattr(self, "_table_key", None) != key:
-            w = rank_weights(self.view.rank, self.view.n_unobserved, law, gamma)
-            self._table = draw(w, k)
+    def rows(self, step: Step) -> TeacherView:
+        """The teacher's view of the batch's rows: its per-user rows, or (context
+        models) its scores on each instance's own context, computed now."""
+        users = step.batch["user"]
+        if self.per_user:
+            v = self.view
+            return TeacherView(v.scores[users], v.order[users], v.rank[users], v.n_unobserved[users])
+        with torch.no_grad():
+            scores = step.teacher(step.batch).float()
+        order, rank, n = rank_unobserved(scores, self.trained.index_select(0, users))
+        return TeacherView(scores.masked_fill(rank == 0, float("-inf")), order, rank, n)
+
+    def teacher_sample(
+        self, step: Step, how: str, k: torch.Tensor | int, law: str = "linear", gamma: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor, TeacherView | None]:
+        """Items drawn from the teacher's ranking for the batch's rows (items, valid,
+        and the rows' view when it was computed for this step, else None). Per-user
+        models draw for every user once per epoch (rows of one user share the draw);
+        context models draw for each instance from its own context, in the step."""
+        if not self.per_user:
+            view = self.rows(step)
+            kk = k if isinstance(k, int) else k.reshape(-1)
+            return *rank_sample(view, how, kk, law, gamma), view
+        key = (step.epoch, how, law, gamma, k if isinstance(k, int) else "per-user")
+        if self._table_key != key:
+            kk = (
+                k
+                if isinstance(k, int)
+                else self.sample_sizes(torch.arange(len(self.trained), device=self.trained.device))
+            )
+            self._table = rank_sample(self.view, how, kk, law, gamma)
             self._table_key = key
         users = step.batch["user"]
-        return self._table[0].index_select(0, users), self._table[1].index_select(0, users)
+        return self._table[0].index_select(0, users), self._table[1].index_select(0, users), None
 
-    def student_draw(self, step: Step, law: str, k: int, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """k items per row drawn by the student's current ranking of its unobserved
-        items. When the scores depend on the user alone, the batch's unique users are
-        ranked and drawn for once (rows of one user share the step's draw)."""
-        batch, inverse = unique_users(step.batch, step.student)
+    def sample_sizes(self, users: torch.Tensor) -> torch.Tensor:  # (CD overrides)
+        raise NotImplementedError
+
+    def teacher_rank(self, step: Step, items: torch.Tensor, view: TeacherView | None) -> torch.Tensor:
+        """[B, k] the teacher's 1-based rank of `items` among the row's unobserved."""
+        if view is not None:
+            return view.rank.gather(1, items)
+        return self.view.rank[step.batch["user"][:, None], items]
+
+    def teacher_scores(self, step: Step, items: torch.Tensor, view: TeacherView | None) -> torch.Tensor:
+        if view is not None:
+            return view.scores.gather(1, items)
+        if self.per_user:
+            return self.view.scores[step.batch["user"][:, None], items]
         with torch.no_grad():
-            scores = step.student(batch)
-        _, rank, n = rank_unobserved(scores, self.trained.index_select(0, batch["user"]))
-        items, valid = draw(rank_weights(rank, n, law, gamma), k)
-        if inverse is None:
-            return items, valid
-        return items.index_select(0, inverse), valid.index_select(0, inverse)
+            return step.teacher.score(step.batch, items).float()
+
+    def log_sample(self, step: Step, items: torch.Tensor, valid: torch.Tensor, view: TeacherView | None):
+        """Diagnostics of a sample: items per instance, and the mean teacher-rank
+        percentile (100·rank/|I_u^-|) of the sampled items."""
+        with torch.no_grad():
+            if view is None and not self.per_user:
+                view = self.rows(step)
+            rank = self.teacher_rank(step, items, view).float()
+            n = self.trained.shape[1] - 1 - self.trained.index_select(0, step.batch["user"]).sum(1)
+            pct = 100.0 * rank / n.clamp(min=1)[:, None].float()
+            v = valid.float()
+            step.log_stats(
+                sample_size=v.sum(1).mean(),
+                sample_rank_pct=(pct * v).sum() / v.sum().clamp(min=1),
+            )
 
 
 # --------------------------------------------------------------------------- RD
@@ -127,12 +231,14 @@ class RD(RankingDistiller):
     label = "RD"
     description = "ranking distillation (Tang & Wang 2018): the teacher's top-K as weighted positives"
     params = {
-        "K": Param(10, "items of the teacher's top list (RD's default 10; seed 002: 15 for CDAE)"),
+        "K": Param(10, "items of the teacher's top list (RD's default 10; the CD paper: 15 for CDAE)"),
         "rho": Param(0.5, "weight of the distillation loss: (1-rho)·L_CF + rho·L_RD"),
         "lambda_": Param(1.0, "position-weight temperature λ in exp(-r/λ)"),
         "mu": Param(0.1, "slope μ of the dynamic weight"),
         "n_estimate": Param(100, "items drawn to estimate the student's ranks"),
-        "dynamic_start": Param(10, "first epoch with the dynamic weight (a large value turns it off)"),
+        "dynamic_start": Param(
+            10, "the dynamic weight is used after this epoch (a large value turns it off)"
+        ),
     }
 
     @classmethod
@@ -142,56 +248,49 @@ class RD(RankingDistiller):
         if not 0 <= params["rho"] <= 1:
             raise UsageError(f"{where}.rho: must be in [0, 1], got {params['rho']}")
 
-    def items(self, step: Step) -> torch.Tensor:
-        """[B, K] the items to distil, in teacher order."""
-        if getattr(self, "_top", None) is None or self._top.shape[1] != self.hparams["K"]:
-            self._top = self.view.order[:, : self.hparams["K"]].contiguous()  # once per teacher
-        return self._top.index_select(0, step.batch["user"])
-
-    def rd_loss(self, step: Step, items: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    def rd_loss(self, step: Step, items: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         hp = self.hparams
         K = items.shape[1]
         s = step.student.score(step.batch, items)
         r = torch.arange(K, device=s.device, dtype=s.dtype)
-        w = torch.exp(-(r + 1) / hp["lambda_"])[None, :].expand_as(s)
-        if valid is not None:
-            w = w * valid
-        if step.epoch >= hp["dynamic_start"]:
+        w = torch.exp(-(r + 1) / hp["lambda_"])
+        w = (w / w.sum())[None, :] * valid.float()  # position weight, normalised over the K
+        if step.epoch > hp["dynamic_start"]:
             with torch.no_grad():
-                users = step.batch["user"]
-                probe = uniform_unobserved(self.trained, users, hp["n_estimate"])
+                probe = uniform_unobserved(self.trained, step.batch["user"], hp["n_estimate"])
                 s_probe = step.student.score(step.batch, probe)
                 above = (s_probe[:, None, :] > s.detach()[:, :, None]).sum(-1).float()
-                n_u = self.view.n_unobserved[users].float()[:, None]
-                r_hat = torch.floor((n_u - 1) * above / probe.shape[1])
+                r_hat = torch.floor((self.n_items - 2) * above / probe.shape[1])  # (|I| − 1)·share
                 w = w * torch.clamp(torch.tanh(hp["mu"] * (r_hat - r[None, :])), min=0)
-        w = (w / w.sum(dim=1, keepdim=True).clamp(min=1e-12)).detach()
-        kd = -(w * F.logsigmoid(s)).sum(dim=1).mean()
-        return (1 - hp["rho"]) * step.task_loss + hp["rho"] * kd
+        kd = -(w.detach() * F.logsigmoid(s)).sum(dim=1).mean()
+        task, distil = (1 - hp["rho"]) * step.task_loss, hp["rho"] * kd
+        step.log_terms(task=task, rd=distil)
+        return task + distil
 
     def loss(self, step):
-        items = self.items(step)
-        # (a user with fewer than K unobserved items: the rest of the list is not theirs)
-        valid = self.view.rank[step.batch["user"][:, None], items] > 0
-        return self.rd_loss(step, items, valid.float())
+        items, valid, view = self.teacher_sample(step, "top", int(self.hparams["K"]))
+        self.log_sample(step, items, valid, view)
+        return self.rd_loss(step, items, valid)
 
 
 class RDRank(RD):
     name = "rd-rank"
     label = "RD-Rank"
-    description = "RD's loss on items drawn by CD's rank-aware sampling from the teacher (seed 002)"
+    description = "RD's loss on items drawn by CD's rank-aware sampling from the teacher (Lee et al. 2019)"
     params = {
         **RD.params,
+        "sampler": Param(
+            "algorithm1", "rank-aware sampler: Algorithm 1 or eq. (9) weights", choices=SAMPLERS
+        ),
         "law": Param("linear", "rank-aware sampling law", choices=LAWS),
         "gamma": Param(1.0, "slope γ of the exponential law"),
     }
 
     def loss(self, step):
-        items, valid = self.per_epoch(step, self.hparams["law"], self.hparams["K"], self.hparams["gamma"])
-        # position weights follow the drawn items' order in the teacher's ranking
-        rank = self.view.rank[step.batch["user"][:, None], items]
-        order = rank.masked_fill(~valid, torch.iinfo(rank.dtype).max).argsort(dim=1)
-        return self.rd_loss(step, items.gather(1, order), valid.gather(1, order).float())
+        hp = self.hparams
+        items, valid, view = self.teacher_sample(step, hp["sampler"], int(hp["K"]), hp["law"], hp["gamma"])
+        self.log_sample(step, items, valid, view)
+        return self.rd_loss(step, items, valid)  # (items in teacher order: position weights follow it)
 
 
 # --------------------------------------------------------------------------- CD
@@ -202,15 +301,23 @@ class CD(RankingDistiller):
 
     name = "cd-base"
     label = "CD-Base"
-    description = "collaborative distillation (seed 002), items sampled uniformly"
+    description = "collaborative distillation (Lee et al. 2019), items sampled uniformly"
     guide: ClassVar[str] = "uniform"
     params = {
-        "lambda_": Param(0.5, "weight λ of the KD loss (seed 002: 0.5)"),
-        "T1": Param(1.0, "temperature scale T1 of q = σ((t + T2)/T1) (seed 002: CDAE 2, Caser 1)"),
-        "T2": Param(0.0, "temperature shift T2 (seed 002: CDAE 1, Caser 0)"),
-        "sample_size": Param(50, "K, items sampled per row (seed 002: 50 for Caser)"),
+        "lambda_": Param(0.5, "weight λ of the KD loss (the paper: 0.5)"),
+        "T1": Param(1.0, "temperature scale T1 of q = σ((t + T2)/T1) (the paper: CDAE 2, Caser 1)"),
+        "T2": Param(0.0, "temperature shift T2 (the paper: CDAE 1, Caser 0)"),
+        "sample_size": Param(50, "K, items sampled per instance (the paper: 50 for Caser)"),
         "sample_ratio": Param(
-            0.0, "if > 0, K = ratio·|I_u^+| per user instead (seed 002: 0.8 for CDAE on ML100K)"
+            0.0, "if > 0, K = ratio·|I_u^-| per user instead (the paper: 0.8 for CDAE on ML100K)"
+        ),
+        "ratio_of": Param(
+            "unobserved",
+            "what sample_ratio multiplies: |I_u^-| (Fig. 8's definition) or |I_u^+|",
+            choices=("unobserved", "observed"),
+        ),
+        "sampler": Param(
+            "algorithm1", "rank-aware sampler (TG, SG): Algorithm 1 or eq. (9) weights", choices=SAMPLERS
         ),
         "law": Param("linear", "rank-aware sampling law (TG, SG)", choices=LAWS),
         "gamma": Param(1.0, "slope γ of the exponential law"),
@@ -226,37 +333,52 @@ class CD(RankingDistiller):
         if params["sample_size"] < 1 and params["sample_ratio"] <= 0:
             raise UsageError(f"{where}: sample_size must be at least 1 (or give sample_ratio)")
 
-    def extra_setup(self, teacher, student, data):
-        # the widest K any user gets: one draw width for every batch (a per-epoch table)
-        self.k_max = int(
-            self.sample_sizes(torch.arange(self.trained.shape[0], device=self.trained.device)).max()
-        )
-        return []
-
     def sample_sizes(self, users: torch.Tensor) -> torch.Tensor:
-        """K per row."""
+        """K per user: sample_size, or sample_ratio × |I_u^-| (or × |I_u^+|)."""
         ratio = self.hparams["sample_ratio"]
-        if ratio > 0:
-            n_pos = self.trained.index_select(0, users).sum(dim=1)
-            return torch.ceil(ratio * n_pos.float()).long().clamp(min=1)
-        return torch.full_like(users, int(self.hparams["sample_size"]))
+        if ratio <= 0:
+            return torch.full_like(users, int(self.hparams["sample_size"]))
+        n_pos = self.trained.index_select(0, users).sum(dim=1)
+        base = n_pos if self.hparams["ratio_of"] == "observed" else self.trained.shape[1] - 1 - n_pos
+        return torch.ceil(ratio * base.float()).long().clamp(min=1)
 
-    def sample(self, step: Step, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """[B, k] items of I_u^- to distil and their validity: uniform (CD-Base) or
-        rank-aware on the teacher's ranking (CD-TG), drawn per user and epoch; or
-        rank-aware on the student's current ranking of the row (CD-SG), every step."""
+    def sample(self, step: Step) -> tuple[torch.Tensor, torch.Tensor, TeacherView | None]:
+        """Items of I_u^- to distil for the batch's rows, their validity, and the
+        teacher's view of the rows when this step computed it."""
         hp = self.hparams
+        ratio = hp["sample_ratio"] > 0
         if self.guide == "student":
-            return self.student_draw(step, hp["law"], k, hp["gamma"])
-        law = "uniform" if self.guide == "uniform" else hp["law"]
-        return self.per_epoch(step, law, k, hp["gamma"])
+            return (*self.student_sample(step), None)
+        how = "uniform" if self.guide == "uniform" else hp["sampler"]
+        k = self.sample_sizes(step.batch["user"]) if ratio else int(hp["sample_size"])
+        return self.teacher_sample(step, how, k, hp["law"], hp["gamma"])
+
+    def student_sample(self, step: Step) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rank-aware sampling on the student's current ranking, in eval mode (no
+        dropout), every step; users whose scores depend on the user alone are ranked
+        once per step."""
+        hp = self.hparams
+        batch, inverse = unique_users(step.batch, step.student)
+        was = step.student.training
+        step.student.eval()
+        try:
+            with torch.no_grad():
+                scores = step.student(batch).float()
+        finally:
+            step.student.train(was)
+        order, rank, n = rank_unobserved(scores, self.trained.index_select(0, batch["user"]))
+        view = TeacherView(scores, order, rank, n)
+        k = self.sample_sizes(batch["user"]) if hp["sample_ratio"] > 0 else int(hp["sample_size"])
+        items, valid = rank_sample(view, hp["sampler"], k, hp["law"], hp["gamma"])
+        if inverse is None:
+            return items, valid
+        return items.index_select(0, inverse), valid.index_select(0, inverse)
 
     def loss(self, step):
         hp = self.hparams
-        batch, users = step.batch, step.batch["user"]
-        ks = self.sample_sizes(users)
-        items, valid = self.sample(step, self.k_max)
-        valid = valid & (torch.arange(items.shape[1], device=items.device)[None, :] < ks[:, None])
+        batch = step.batch
+        items, valid, view = self.sample(step)
+        self.log_sample(step, items, valid, view)
         pos = positives(batch, self.history)
         s = step.student.score(batch, torch.cat([pos, items], dim=1))
         s_pos, s_kd = s[:, : pos.shape[1]], s[:, pos.shape[1] :]
@@ -265,23 +387,25 @@ class CD(RankingDistiller):
         else:
             cf = step.task_loss
         with torch.no_grad():
-            t = self.view.scores[users[:, None], items]
-            q = torch.sigmoid((t + hp["T2"]) / hp["T1"])
+            t = self.teacher_scores(step, items, view)
+            q = torch.sigmoid((t + hp["T2"]) / hp["T1"]).nan_to_num(0.0)  # (invalid slots: -inf → 0)
         kd = (F.binary_cross_entropy_with_logits(s_kd, q, reduction="none") * valid).sum(dim=1).mean()
-        return cf + hp["lambda_"] * kd
+        distil = hp["lambda_"] * kd
+        step.log_terms(task=cf, kd=distil)
+        return cf + distil
 
 
 class CDTG(CD):
     name = "cd-tg"
     label = "CD-TG"
-    description = "collaborative distillation, teacher-guided rank-aware sampling (seed 002)"
+    description = "collaborative distillation, teacher-guided rank-aware sampling (Lee et al. 2019)"
     guide = "teacher"
 
 
 class CDSG(CD):
     name = "cd-sg"
     label = "CD-SG"
-    description = "collaborative distillation, student-guided rank-aware sampling (seed 002)"
+    description = "collaborative distillation, student-guided rank-aware sampling (Lee et al. 2019)"
     guide = "student"
 
 
@@ -318,7 +442,7 @@ class Experts(nn.Module):
 class DERRD(RankingDistiller):
     name = "de-rrd"
     label = "DE-RRD"
-    description = "distillation experts + relaxed ranking distillation (seed 003, Kang et al. 2020)"
+    description = "distillation experts + relaxed ranking distillation (Kang et al., CIKM 2020)"
     params = {
         "n_experts": Param(30, "M experts per side"),
         "lambda_de": Param(0.01, "weight of the DE loss"),
@@ -347,66 +471,87 @@ class DERRD(RankingDistiller):
         self.item_experts = Experts(m, d_s, d_t).to(device)
         self.n_items = int(data.info["n_items"])
         self.epoch_drawn: int | None = None
+        self.drawn: tuple[torch.Tensor, ...] = ()
         return [*self.user_experts.parameters(), *self.item_experts.parameters()]
 
-    def draw_epoch(self) -> None:
-        """Each user's interesting and uninteresting items for this epoch."""
-        hp, view = self.hparams, self.view
+    def rrd_draw(self, view: TeacherView) -> tuple[torch.Tensor, ...]:
+        """For every row of `view`: K interesting items (from the top N_max with
+        p(r) ∝ exp(−r/T), in teacher order) and L uninteresting ones (uniform from the
+        rest), each with its validity."""
+        hp = self.hparams
         n_max = min(int(hp["n_max"]), view.order.shape[1] - 1)
         top = view.order[:, :n_max]  # teacher's top items (unobserved first)
         ranks = torch.arange(1, n_max + 1, device=top.device, dtype=torch.float32)
         w = torch.exp(-ranks / hp["T"])[None, :] * (view.rank.gather(1, top) > 0)
         pos, _ = draw(w, int(hp["K"]))
-        self.interesting = top.gather(1, pos.sort(dim=1).values)  # in teacher order
-        self.interesting_valid = view.rank.gather(1, self.interesting) > 0
+        interesting = top.gather(1, pos.sort(dim=1).values)  # in teacher order
+        interesting_valid = view.rank.gather(1, interesting) > 0
         rest = (view.rank > n_max).float()
         few = rest.sum(dim=1) < 1
         if bool(few.any()):  # fewer unobserved items than N_max: the ones not drawn
-            fallback = (view.rank > 0).float().scatter(1, self.interesting, 0.0)
+            fallback = (view.rank > 0).float().scatter(1, interesting, 0.0)
             rest = torch.where(few[:, None], fallback, rest)
-        self.uninteresting, self.uninteresting_valid = draw(rest, int(hp["L"]))
+        return (interesting, interesting_valid, *draw(rest, int(hp["L"])))
 
-    def tau(self, epoch: int) -> float:
-        return max(1e-10, 1e-10 ** (epoch / 1000))
+    def tau(self, epoch: int, epochs: int) -> float:
+        """The official T_annealing: from 1 at the first epoch to 1e-10 at the last,
+        geometrically, over the training's own length (the official code's max_epoch)."""
+        return max(1e-10, 1e-10 ** (epoch / max(epochs, 1)))
 
     def loss(self, step):
         hp, batch = self.hparams, step.batch
-        users = batch["user"]
-        total = step.task_loss
+        rows = len(batch["user"])
+        terms = {"task": step.task_loss}
+        # the batch's unique users (instances, for context models), as the official code
+        ub, _ = unique_users(batch, step.student)
         if hp["use_de"]:
-            # over the batch's unique users and items, as the official code
-            tau = self.tau(step.epoch)
-            ub, _ = unique_users(batch, step.student)
+            tau = self.tau(step.epoch, step.epochs)
+            users = ub["user"]
             items = [torch.unique(batch["item"])] if "item" in batch else []
-            items.append(torch.randint(1, self.n_items, (len(ub["user"]),), device=users.device))
+            items.append(torch.unique(torch.randint(1, self.n_items, (len(users),), device=users.device)))
             s_u = step.student.user_repr(ub)
             with torch.no_grad():
                 t_u = step.teacher.user_repr(ub)
                 t_i = [step.teacher.item_repr(i) for i in items]
-            de = ((t_u - self.user_experts(s_u, t_u, tau)) ** 2).sum(dim=1).mean()
+            de = ((t_u - self.user_experts(s_u, t_u, tau)) ** 2).sum()
             item_terms = [
-                ((t - self.item_experts(step.student.item_repr(i), t, tau)) ** 2).sum(dim=1).mean()
+                ((t - self.item_experts(step.student.item_repr(i), t, tau)) ** 2).sum()
                 for i, t in zip(items, t_i, strict=True)
             ]
             de = de + sum(item_terms) / len(item_terms)  # ½(positive + drawn) or the drawn alone
-            total = total + hp["lambda_de"] * de
+            terms["de"] = hp["lambda_de"] * de / rows
         if hp["use_rrd"]:
-            if self.epoch_drawn != step.epoch:
-                self.draw_epoch()
-                self.epoch_drawn = step.epoch
-            inter = self.interesting.index_select(0, users)
-            iv = self.interesting_valid.index_select(0, users)
-            unint = self.uninteresting.index_select(0, users)
-            uv = self.uninteresting_valid.index_select(0, users)
-            s = step.student.score(batch, torch.cat([inter, unint], dim=1))
+            if self.per_user:
+                if self.epoch_drawn != step.epoch:  # once per epoch, as the official URRD_sampling
+                    self.drawn = self.rrd_draw(self.view)
+                    self.epoch_drawn = step.epoch
+                inter, iv, unint, uv = (x.index_select(0, ub["user"]) for x in self.drawn)
+                view = None
+            else:  # each instance's own context, in the step
+                view = self.rows(step)
+                inter, iv, unint, uv = self.rrd_draw(view)
+            s = step.student.score(ub, torch.cat([inter, unint], dim=1))
             s_i, s_j = s[:, : inter.shape[1]], s[:, inter.shape[1] :]
             s_i = s_i.masked_fill(~iv, float("-inf"))
             s_j = s_j.masked_fill(~uv, float("-inf"))
             tail = torch.logcumsumexp(s_i.flip(1), dim=1).flip(1)  # log Σ_{l≥k} e^{s_l}
             denom = torch.logaddexp(tail, torch.logsumexp(s_j, dim=1, keepdim=True))
-            rrd = -torch.where(iv, s_i - denom, torch.zeros_like(s_i)).sum(dim=1).mean()
-            total = total + hp["lambda_rrd"] * rrd
-        return total
+            rrd = -torch.where(iv, s_i - denom, torch.zeros_like(s_i)).sum()
+            terms["rrd"] = hp["lambda_rrd"] * rrd / rows
+            with torch.no_grad():
+                if view is None:
+                    rank = self.view.rank[ub["user"][:, None], inter].float()
+                    n = self.view.n_unobserved[ub["user"]].float()
+                else:
+                    rank, n = view.rank.gather(1, inter).float(), view.n_unobserved.float()
+                v = iv.float()
+                pct = 100.0 * rank / n.clamp(min=1)[:, None]
+                step.log_stats(
+                    sample_size=v.sum(1).mean() + uv.float().sum(1).mean(),
+                    sample_rank_pct=(pct * v).sum() / v.sum().clamp(min=1),
+                )
+        step.log_terms(**terms)
+        return sum(terms.values())
 
 
 DISTILLERS: tuple[type[Distiller], ...] = (RD, RDRank, CD, CDTG, CDSG, DERRD)

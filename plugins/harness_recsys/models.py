@@ -143,16 +143,41 @@ class CDAERanker(TwoTower):
 
     train_split = "users"
 
-    def cf_loss(self, batch):
-        """RecBole's CDAE loss sums over the batch's users and items; here the data term
-        is averaged over users (summed over items), as every other model's loss is a
-        mean over rows, so that a distiller's weight means the same for all models.
-        The regularisers are RecBole's, unscaled."""
+    def __init__(self, net, data, train_loss: str = "full", neg_ratio: float = 0.5) -> None:
+        super().__init__(net, data)
+        self.train_loss, self.neg_ratio = train_loss, neg_ratio
+
+    def regulariser(self) -> torch.Tensor:
+        """RecBole's CDAE regularisers (L1 and L2 norms of the user embedding and the
+        input layer), unscaled."""
         net = self.net
-        total = net.calculate_loss({net.USER_ID: batch["user"]})
         reg = net.reg_weight_1 * (net.h_user.weight.norm(p=1) + net.h_item.weight.norm(p=1))
-        reg = reg + net.reg_weight_2 * (net.h_user.weight.norm() + net.h_item.weight.norm())
-        return (total - reg) / len(batch["user"]) + reg
+        return reg + net.reg_weight_2 * (net.h_user.weight.norm() + net.h_item.weight.norm())
+
+    def cf_loss(self, batch):
+        """The data term per user (a sum over items), averaged over the batch's users,
+        as every other model's loss is a mean over rows, so that a distiller's weight
+        means the same for all models; plus RecBole's regularisers.
+
+        full: RecBole's CDAE loss, BCE on every item (observed = 1, all others = 0).
+        sampled: CDAE as the CD paper trains it (Lee et al. 2019, setup: negatives
+          0.5·|I_u|, denoising 0.1) and as Wu et al. (WSDM 2016) train CDAE with
+          negative sampling: BCE on the user's observed items and on ⌈neg_ratio·|I_u^+|⌉
+          items drawn uniformly from the unobserved ones each step. (|I_u| read as the
+          observed items: a multiple of the positives, as in Wu et al.)"""
+        net, users = self.net, batch["user"]
+        if self.train_loss == "full":
+            total = net.calculate_loss({net.USER_ID: users})
+            reg = self.regulariser()
+            return (total - reg) / len(users) + reg
+        logits = self.forward(batch)  # (the input corrupted by dropout in training)
+        pos = self.trained.index_select(0, users)
+        n_neg = torch.ceil(self.neg_ratio * pos.sum(1).float()).long()
+        neg = self.negatives(users, max(1, int(n_neg.max())))
+        keep = torch.arange(neg.shape[1], device=neg.device)[None, :] < n_neg[:, None]
+        data = -(F.logsigmoid(logits) * pos).sum(1)
+        data = data - (F.logsigmoid(-logits.gather(1, neg)) * keep).sum(1)
+        return data.mean() + self.regulariser()
 
     def user_repr(self, batch):
         net, u = self.net, batch["user"]
@@ -323,12 +348,26 @@ class CDAEFactory(RecBoleModel):
         "corruption_ratio": Param(0.1, "input dropout (the CD paper's denoising ratio 0.1)"),
         "loss_type": Param("BCE", "RecBole's CDAE loss", choices=("BCE", "MSE")),
         "reg_weight_2": Param(0.01, "L2 weight of the user embedding and input layer"),
+        "train_loss": Param(
+            "full",
+            "full: RecBole's BCE over every item; sampled: BCE over the observed items and "
+            "neg_ratio·|I_u^+| drawn negatives (the CD paper's CDAE)",
+            choices=("full", "sampled"),
+        ),
+        "neg_ratio": Param(0.5, "negatives per observed item for train_loss: sampled (the CD paper's 0.5)"),
         "options": OPTIONS,
     }
     presets = {"teacher": {"embedding_size": 100}, "student": {"embedding_size": 10}}
 
+    @classmethod
+    def check(cls, params, where):
+        if params["neg_ratio"] <= 0:
+            raise UsageError(f"{where}.neg_ratio: must be positive, got {params['neg_ratio']}")
+        if params["train_loss"] == "sampled" and params["loss_type"] != "BCE":
+            raise UsageError(f"{where}.train_loss: sampled is a BCE loss (loss_type: BCE)")
+
     def wrap(self, net, data):
-        return CDAERanker(net, data)
+        return CDAERanker(net, data, self.hparams["train_loss"], float(self.hparams["neg_ratio"]))
 
 
 class CaserFactory(RecBoleModel):

@@ -6,14 +6,24 @@ has not trained on. It depends on the teacher's weights and the data only, so it
 computed once and shared by every epoch and by every cell of the process that uses the
 same teacher (keyed by a hash of the teacher's weights).
 
-Samplers over a user's unobserved items I_u^- (seed 002, eqs. 8-10):
-  uniform      p_i = 1/|I_u^-|                     (CD-Base)
-  linear       p_i ∝ 1 − π(i), π(i) = rank(i)/|I_u^-|, rank 1 = the top item
-  exponential  p_i ∝ exp(−γ·π(i))
-Seed 002's Algorithm 1 realises the linear law by rejection (accept i when a uniformly
-drawn j ranks below it: probability 1 − π(i)). Here the K items are drawn directly
-from p without replacement (`draw`): the same law for each draw, without a Python loop
-over items, and the exponential law the same way.
+Samplers over a user's unobserved items I_u^- (Lee et al., "Collaborative
+Distillation for Top-N Recommendation", ICDM 2019, Section III-C), with
+π(i) = rank(i)/|I_u^-|, rank 1 = the top item:
+  uniform      K items drawn uniformly without replacement            (CD-Base)
+  algorithm1   the paper's Algorithm 1 as printed: scan I_u^- in rank order; for each
+               item i draw j uniformly from I_u^- (with replacement) and keep i when
+               rank(i) < rank(j); stop at K kept items. Item i is kept with
+               probability (|I_u^-| − rank(i))/|I_u^-| = 1 − π(i) *given that the scan
+               reaches it*, so for K small against |I_u^-| the sample is nearly the
+               top items, thinned; for K ≥ |I_u^-|/2 the scan usually ends first and
+               each item is kept independently with probability 1 − π(i) (about
+               |I_u^-|/2 items). The exponential law changes line 4's draw so that
+               i is kept with probability exp(−γ·π(i)) (`law="exponential"`).
+  weighted     eq. (9)/(10) read as a sampling distribution: K items drawn without
+               replacement with p_i ∝ 1 − π(i) (or exp(−γ·π(i))). This is the law of
+               one acceptance, not of Algorithm 1's sample; kept as an option.
+The scan's random draws are made for every position at once (one uniform integer per
+item), and the first K acceptances kept: the same law as the loop, without a Python loop.
 """
 
 from __future__ import annotations
@@ -101,6 +111,53 @@ def rank_weights(
     else:
         raise ValueError(f"unknown sampling law {law!r}")
     return w * (rank > 0)
+
+
+def first_accepted(
+    accept: torch.Tensor, order: torch.Tensor, k: torch.Tensor | int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first k[row] accepted positions of each row of `accept` [B, W] (positions in
+    scan order), as items of `order` [B, W]: items [B, w] and valid [B, w], w the
+    largest number kept in any row (at least 1)."""
+    k = torch.as_tensor(k, device=accept.device).reshape(-1, 1) if not isinstance(k, int) else k
+    keep = accept & (accept.cumsum(dim=1) <= k)
+    width = max(1, int(keep.sum(dim=1).max()))
+    big = accept.shape[1]
+    pos = torch.arange(big, device=accept.device).expand_as(accept)
+    first = torch.where(keep, pos, torch.full_like(pos, big)).topk(width, dim=1, largest=False).values
+    valid = first < big
+    first = first.clamp(max=big - 1)
+    return order.gather(1, first), valid
+
+
+def algorithm1(
+    order: torch.Tensor,
+    n_unobserved: torch.Tensor,
+    k: torch.Tensor | int,
+    law: str = "linear",
+    gamma: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rank-aware sampling by Algorithm 1 of Lee et al. (ICDM 2019), module docstring.
+
+    order [B, W]: items by descending score, the row's unobserved items first (its
+    first n_unobserved[row] entries, ranks 1..n); k: items to keep per row (int or
+    [B]). Returns items [B, w] in rank order and valid [B, w]."""
+    n = n_unobserved.reshape(-1, 1).to(order.device)
+    width = int(min(order.shape[1], max(1, int(n.max()))))
+    order = order[:, :width]
+    rank = torch.arange(1, width + 1, device=order.device).expand(order.shape[0], -1)
+    if law == "linear":  # line 4: j uniform on 1..n, keep i when rank(i) < rank(j)
+        u = torch.rand(order.shape, device=order.device, generator=generator)
+        j = (u * n).long() + 1
+        accept = rank < j
+    elif law == "exponential":  # line 4 changed: keep i with probability exp(-γ·π(i))
+        u = torch.rand(order.shape, device=order.device, generator=generator)
+        accept = u < torch.exp(-gamma * rank.float() / n.clamp(min=1).float())
+    else:
+        raise ValueError(f"unknown sampling law {law!r}")
+    accept = accept & (rank <= n)
+    return first_accepted(accept, order, k)
 
 
 def draw(weights: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
