@@ -292,3 +292,51 @@ def test_round_to_keeps_multiples_of_eight_channels():
     small = masks.shrink(model)
     convs = [m for m in small.modules() if isinstance(m, nn.Conv2d)]
     assert all(m.out_channels % 8 == 0 for m in convs)
+
+
+def effective_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """What the forward uses: every parameter, masked where a pruning mask is set."""
+    state = model.state_dict()
+    out = {}
+    for key, value in state.items():
+        if key.endswith("_mask"):
+            continue
+        plain = key.removesuffix("_orig")
+        mask = state.get(plain + "_mask")
+        out[plain] = value * mask if mask is not None else value.clone()
+    return out
+
+
+class RecordingFit(FakeFit):
+    """A FakeFit that keeps the weights each training call starts from."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.starts = []
+
+    def train(self, model, **kwargs):
+        self.starts.append(effective_weights(model))
+        return super().train(model, **kwargs)
+
+
+@pytest.mark.parametrize("name", ["lth", "lth-u", "ss"])
+def test_ticket_rounds_restart_from_the_initial_weights(name):
+    """Frankle & Carbin's rewinding in the composed flow: every round of LTH (and of SS's
+    ticket search, and SS's distilled ticket) starts from θ₀ on the surviving weights,
+    the pruned ones at zero, never from the previous round's trained values."""
+    from harness.plugins import get_registry
+
+    cls = get_registry().get("pruner", name)
+    torch.manual_seed(0)
+    student = mlp()
+    theta0 = effective_weights(student)
+    fit = RecordingFit(student, 6, {"x": torch.randn(4, 10)}, scores=[0.9, 0.7, 0.8, 0.6])
+    given = {"rate": 0.5, "every": 2, **({"rounds": 3} if name == "ss" else {})}
+    cls(**cls.resolve_params(given, "p")).fit(fit)
+    assert len(fit.starts) >= 3
+    for i, start in enumerate(fit.starts):
+        for key, value in start.items():
+            alive = value != 0
+            assert torch.equal(value[alive], theta0[key][alive]), (i, key)  # survivors: θ₀
+        if i > 0:  # later rounds: some weights pruned to zero
+            assert sum(int((v == 0).sum()) for v in start.values()) > 0, i

@@ -110,19 +110,23 @@ def rank_sample(
     if how == "algorithm1":
         return algorithm1(view.order, view.n_unobserved, k, law, gamma)
     kk = k if isinstance(k, int) else int(k.max())
+
+    def first_k(items: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Each row's own k: the first k of its list (in draw order for a draw)."""
+        if isinstance(k, int):
+            return valid
+        return valid & (torch.arange(items.shape[1], device=items.device)[None, :] < k.reshape(-1, 1))
+
     if how == "top":
         items = view.order[:, :kk]
-        valid = view.rank.gather(1, items) > 0
-    else:
-        items, valid = draw(
-            rank_weights(view.rank, view.n_unobserved, "uniform" if how == "uniform" else law, gamma), kk
-        )
-        rank = view.rank.gather(1, items).masked_fill(~valid, torch.iinfo(view.rank.dtype).max)
-        order = rank.argsort(dim=1)
-        items, valid = items.gather(1, order), valid.gather(1, order)
-    if not isinstance(k, int):
-        valid = valid & (torch.arange(items.shape[1], device=items.device)[None, :] < k.reshape(-1, 1))
-    return items, valid
+        return items, first_k(items, view.rank.gather(1, items) > 0)
+    items, valid = draw(
+        rank_weights(view.rank, view.n_unobserved, "uniform" if how == "uniform" else law, gamma), kk
+    )
+    valid = first_k(items, valid)  # (successive draws: the first k are a sample of k)
+    rank = view.rank.gather(1, items).masked_fill(~valid, torch.iinfo(view.rank.dtype).max)
+    order = rank.argsort(dim=1)  # then in the view's rank order
+    return items.gather(1, order), valid.gather(1, order)
 
 
 class RankingDistiller(Distiller):

@@ -1,0 +1,249 @@
+"""The laws of the ranking distillers, tested against references written here.
+
+- Algorithm 1 of Lee et al. (ICDM 2019): its inclusion probabilities against an exact
+  dynamic programme (Poisson-binomial up to the K-th acceptance), on a synthetic
+  ranking of 1,000 items, within the binomial spread of the Monte-Carlo estimate.
+- CD's loss in expectation over the sampler, on a hand-worked case.
+- The reductions of RD, CD and DE-RRD (per instance and mean over the batch; sums over
+  the batch's unique users for DE-RRD), on a real ML-100K batch.
+- Caser's soft targets come from each instance's own context.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from harness.api import Step
+from harness.plugins import get_registry
+from harness_recsys.data import MovieLens100K
+from harness_recsys.distillers import CD, CDSG, CDTG, DERRD, RD, RDRank
+from harness_recsys.teacher import algorithm1
+
+from .test_recsys import S_TABLE, T_TABLE, TableModel, resolved, step_for, tiny_bundle
+
+
+def inclusion_reference(p: np.ndarray, k: int) -> np.ndarray:
+    """P(item at scan position i is in the sample) when position i is accepted with
+    probability p[i] independently and the scan stops at the k-th acceptance:
+    p[i] · P(fewer than k acceptances among positions < i), by dynamic programming
+    over the count of acceptances (written independently of the code under test)."""
+    count = np.zeros(k + 1)
+    count[0] = 1.0  # distribution of acceptances so far, truncated at k
+    out = np.empty(len(p))
+    for i, pi in enumerate(p):
+        out[i] = pi * count[:k].sum()
+        new = count.copy()
+        new[1 : k + 1] = count[1 : k + 1] * (1 - pi) + count[:k] * pi
+        new[0] = count[0] * (1 - pi)
+        new[k] = count[k] + count[k - 1] * pi  # the k-th stays (scan stopped)
+        count = new
+    return out
+
+
+def empirical_inclusion(n: int, k: int, reps: int, law: str = "linear", gamma: float = 1.0) -> np.ndarray:
+    torch.manual_seed(0)
+    order = torch.arange(1, n + 1).repeat(reps, 1)  # item id = rank
+    items, valid = algorithm1(order, torch.full((reps,), n), k, law, gamma)
+    counts = torch.zeros(n + 1)
+    counts.index_add_(0, items[valid], torch.ones(int(valid.sum())))
+    return counts[1:].numpy() / reps
+
+
+@pytest.mark.parametrize(
+    "k, law, gamma",
+    [(1000, "linear", 1.0), (50, "linear", 1.0), (85, "linear", 1.0), (100, "exponential", 3.0)],
+)
+def test_algorithm1_inclusion_probabilities_match_the_exact_law(k, law, gamma):
+    n, reps = 1000, 4000
+    ranks = np.arange(1, n + 1)
+    # line 4/5: accept rank r when a uniform j on 1..n ranks below it: (n - r)/n;
+    # the exponential variant: exp(-γ r/n)
+    p = (n - ranks) / n if law == "linear" else np.exp(-gamma * ranks / n)
+    want = inclusion_reference(p, k)
+    got = empirical_inclusion(n, k, reps, law, gamma)
+    spread = np.sqrt(want * (1 - want) / reps)
+    assert np.all(np.abs(got - want) <= 5 * spread + 1e-9), np.abs(got - want).max()
+    if k >= n:  # the scan reaches the end: P(include rank r) = (N - r)/N
+        assert np.allclose(want, (n - ranks) / n)
+        assert got.sum() == pytest.approx((n - 1) / 2, rel=0.01)
+
+
+def test_algorithm1_for_small_k_concentrates_at_the_top():
+    n, k, reps = 1000, 50, 2000
+    torch.manual_seed(1)
+    items, valid = algorithm1(torch.arange(1, n + 1).repeat(reps, 1), torch.full((reps,), n), k)
+    assert bool(valid.all()) and items.shape == (reps, k)  # K reached in every row
+    assert torch.equal(items, items.sort(dim=1).values)  # in rank order
+    assert float((items <= 70).float().mean()) > 0.99  # nearly the top ~K/(1 - K/2N)
+    assert float(items.float().median()) < 30
+
+
+def test_algorithm1_respects_each_rows_candidates_and_k():
+    torch.manual_seed(0)
+    order = torch.tensor([[5, 3, 9, 1, 2], [4, 8, 6, 7, 2]])
+    items, valid = algorithm1(order, torch.tensor([3, 5]), torch.tensor([5, 2]))
+    assert set(items[0][valid[0]].tolist()) <= {5, 3}  # the last candidate (rank 3) never
+    assert int(valid[1].sum()) <= 2 and int(valid[0].sum()) <= 2
+
+
+def test_cd_tg_loss_in_expectation_over_algorithm1():
+    """User 1's unobserved items 4, 5, 6 are ranked 1, 2, 3 by the teacher; with K = 3
+    the scan reaches the end and keeps them with probabilities 2/3, 1/3 and 0 (user 2's
+    1, 2, 3 likewise). The mean loss over many epochs' draws is the loss in expectation."""
+    d = resolved(CDTG, sample_size=3, T1=2.0, T2=1.0, lambda_=0.5)
+    data = tiny_bundle()
+    t, s = TableModel(T_TABLE, 4), TableModel(S_TABLE, 3)
+    d.setup(t, s, data, data.train.head(2))
+    batch = data.split("users").head(2)
+    torch.manual_seed(0)
+    n = 3000
+    mean = sum(d.loss(step_for(batch, s, t, epoch=e)).item() for e in range(n)) / n
+    sig = torch.sigmoid
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    expected = 0.0
+    for u, pos, unobs in ((1, [1, 2, 3], [4, 5, 6]), (2, [4, 5, 6], [1, 2, 3])):
+        cf = -sum(math.log(sig(S_TABLE[u, i]).item()) for i in pos)
+        q = sig((T_TABLE[u, unobs] + 1.0) / 2.0)
+        per_item = bce(S_TABLE[u, unobs], q, reduction="none")
+        expected += cf + 0.5 * float((torch.tensor([2 / 3, 1 / 3, 0.0]) * per_item).sum())
+    # the KD term's spread over draws is < 1 per user: 3000 draws put the mean within ~0.02
+    assert mean == pytest.approx(expected / 2, abs=0.03)
+
+
+# --------------------------------------------------------------------------- on ML-100K
+
+
+@pytest.fixture(scope="module")
+def cdae_pair():
+    data = resolved(MovieLens100K).load("ranking")
+    cls = get_registry().get("model", "cdae")
+    torch.manual_seed(0)
+    teacher = cls(**cls.resolve_params({"embedding_size": 100}, "t")).build(data).eval()
+    student = cls(**cls.resolve_params({"embedding_size": 10}, "s")).build(data)
+    return data, teacher, student
+
+
+def terms_of(distiller, data, teacher, student, batch, epoch=0, epochs=10):
+    distiller.setup(teacher, student, data, batch)
+    task_loss = student.cf_loss(batch)
+    step = Step(
+        batch, "ranking", None, task_loss, epoch=epoch, student=student, teacher=teacher, epochs=epochs
+    )
+    torch.manual_seed(0)
+    loss = distiller.loss(step)
+    assert loss.item() == pytest.approx(sum(v.item() for v in step.terms.values()), rel=1e-5)  # terms add up
+    return {k: v.item() for k, v in step.terms.items()}, step
+
+
+@pytest.mark.parametrize(
+    "cls, hp",
+    [
+        (RD, {"K": 15, "dynamic_start": 99}),
+        (RDRank, {"K": 15, "dynamic_start": 99}),
+        (CD, {"sample_ratio": 0.8}),
+        (CDTG, {"sample_ratio": 0.8, "T1": 2.0, "T2": 1.0}),
+        (CDSG, {"sample_ratio": 0.8, "T1": 2.0, "T2": 1.0}),
+    ],
+)
+def test_rd_and_cd_terms_are_per_instance_means_over_the_batch(cls, hp, cdae_pair):
+    """RD (official losses.py) and CD sum each instance's terms and average over the
+    batch: the terms of a batch are the mean of its halves' terms."""
+    data, teacher, student = cdae_pair
+    student.eval()  # (no dropout: the same scores in every call)
+    users = data.split("users").head(64)
+    halves = [{k: v[:32] for k, v in users.items()}, {k: v[32:] for k, v in users.items()}]
+    whole, _ = terms_of(resolved(cls, **hp), data, teacher, student, users)
+    parts = [terms_of(resolved(cls, **hp), data, teacher, student, h)[0] for h in halves]
+    for key, value in whole.items():
+        if key == "task":
+            continue
+        mean = (parts[0][key] + parts[1][key]) / 2
+        # (a rank-aware or uniform sample is drawn anew for each call: equal in law only)
+        tol = 1e-5 if cls is RD else 0.1
+        assert value == pytest.approx(mean, rel=tol), key
+
+
+def test_rd_term_against_the_official_weighted_log_loss(cdae_pair):
+    """L_RD per user = Σ_r w_r·(−log σ(s_r)), w_r = exp(−r/λ)/Σ exp(−k/λ), the teacher's
+    top 15 unobserved items; ρ·mean over users; (1 − ρ)·the model's own loss."""
+    data, teacher, student = cdae_pair
+    student.eval()
+    batch = data.split("users").head(16)
+    terms, _ = terms_of(resolved(RD, K=15, rho=0.5, dynamic_start=99), data, teacher, student, batch)
+    with torch.no_grad():
+        t = teacher(batch).masked_fill(data.split("history")["mask"][batch["user"]], float("-inf"))
+        t[:, 0] = float("-inf")
+        top = t.topk(15, dim=1).indices
+        s = student(batch).gather(1, top)
+        w = torch.exp(-torch.arange(1, 16).float())
+        w = w / w.sum()
+        want = 0.5 * float(-(w * torch.nn.functional.logsigmoid(s)).sum(1).mean())
+    assert terms["rd"] == pytest.approx(want, rel=1e-4)
+    assert terms["task"] == pytest.approx(0.5 * float(student.cf_loss(batch)), rel=1e-4)
+
+
+def test_de_rrd_terms_are_sums_over_unique_users_as_the_official_code(cdae_pair):
+    """The official code sums the base loss over rows and DE/RRD over the batch's unique
+    users: repeating every row doubles the base sum but not the DE/RRD sums, so (with
+    the loss divided by the rows here) the DE/RRD terms halve against the task term."""
+    data, teacher, student = cdae_pair
+    student.eval()
+    users = data.split("users").head(32)
+    twice = {k: torch.cat([v, v]) for k, v in users.items()}
+    once, _ = terms_of(resolved(DERRD, use_de=False), data, teacher, student, users)
+    doubled, _ = terms_of(resolved(DERRD, use_de=False), data, teacher, student, twice)
+    assert doubled["rrd"] == pytest.approx(once["rrd"] / 2, rel=1e-5)
+    assert doubled["task"] == pytest.approx(once["task"], rel=1e-5)
+
+
+def test_de_temperature_spans_the_training_as_the_official_annealing():
+    d = resolved(DERRD)
+    assert d.tau(0, 50) == 1.0
+    assert d.tau(25, 50) == pytest.approx(1e-5)
+    assert d.tau(50, 50) == pytest.approx(1e-10)
+
+
+def test_distillers_log_sample_size_and_teacher_rank(cdae_pair):
+    data, teacher, student = cdae_pair
+    batch = data.split("users").head(64)
+    _, tg = terms_of(resolved(CDTG, sample_ratio=0.8), data, teacher, student, batch)
+    _, base = terms_of(resolved(CD, sample_ratio=0.8), data, teacher, student, batch)
+    n_unobs = (data.info["n_items"] - 1) - data.split("history")["mask"][batch["user"]].sum(1).float()
+    # Algorithm 1 with K = 0.8·|I_u^-| ≥ |I_u^-|/2 ends its scan first: ≈ (|I_u^-| − 1)/2 items
+    assert float(tg.stats["sample_size"]) == pytest.approx(float((n_unobs - 1).mean() / 2), rel=0.05)
+    assert float(tg.stats["sample_rank_pct"]) == pytest.approx(100 / 3, abs=2)  # E[π | kept] = 1/3
+    assert float(base.stats["sample_size"]) == pytest.approx(
+        float(torch.ceil(0.8 * n_unobs).mean()), rel=1e-3
+    )
+    assert float(base.stats["sample_rank_pct"]) == pytest.approx(50, abs=2)  # uniform
+
+
+# --------------------------------------------------------------------------- Caser
+
+
+def test_caser_soft_targets_come_from_each_instances_own_context():
+    data = resolved(MovieLens100K).load("ranking")
+    cls = get_registry().get("model", "caser")
+    torch.manual_seed(0)
+    teacher = cls(**cls.resolve_params({"embedding_size": 50}, "t")).build(data).eval()
+    student = cls(**cls.resolve_params({"embedding_size": 5}, "s")).build(data)
+    train = data.train
+    user = int(train["user"][100])
+    rows = torch.nonzero(train["user"] == user).flatten()[-2:]  # two instances of one user
+    batch = {k: v[rows] for k, v in train.tensors.items()}
+    assert not torch.equal(batch["seq"][0], batch["seq"][1])
+    d = resolved(CDTG, sample_size=50, T1=1.0, T2=0.0)
+    d.setup(teacher, student, data, batch)
+    view = d.rows(Step(batch, "ranking", None, torch.tensor(0.0), student=student, teacher=teacher))
+    unobserved = torch.nonzero(~data.split("history")["mask"][user]).flatten()
+    items = unobserved[unobserved > 0][:40][None, :].repeat(2, 1)
+    targets = d.teacher_scores(None, items, view)
+    assert not torch.allclose(targets[0], targets[1])  # different contexts, different targets
+    with torch.no_grad():
+        for r in range(2):
+            one = {k: v[r : r + 1] for k, v in batch.items()}
+            assert torch.allclose(targets[r], teacher.score(one, items[r : r + 1])[0], atol=1e-5)
