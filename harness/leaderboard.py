@@ -118,6 +118,85 @@ def levels_section(ok: list[dict[str, Any]], primary: str) -> list[str]:
     return out
 
 
+#: a distillation term below this share of the task term does nothing, whatever its code
+INACTIVE_RATIO = 0.01
+
+
+def diagnostics_section(ok: list[dict[str, Any]]) -> list[str]:
+    """What each distiller did, from the terms and stats it logged (`Step.log_terms`,
+    `Step.log_stats`), averaged over seeds: the ratio of its distillation terms to the
+    task term in the first and the last epoch, and for sampling distillers the mean
+    sample size per instance and the mean teacher-rank percentile of the sampled items
+    (0 = the teacher's top, 50 = a uniform draw). A ratio under 1% is flagged."""
+    by: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in ok:
+        if r.get("diagnostics"):
+            by[(r["method"], r["student"])].append(r["diagnostics"])
+    if not by:
+        return []
+
+    def mean(values: Iterable[float | None]) -> float | None:
+        values = [v for v in values if v is not None]
+        return statistics.fmean(values) if values else None
+
+    def pct(v: float | None) -> str:
+        return "—" if v is None else f"{100 * v:.3g}%"
+
+    rows, flagged = [], []
+    for (method, student), ds in sorted(by.items()):
+        first, last = mean(d["ratio_first"] for d in ds), mean(d["ratio_last"] for d in ds)
+        terms = sorted({k for d in ds for k in d["terms_last"] if k != "task"})
+        size = mean(d["stats"].get("sample_size") for d in ds)
+        rank = mean(d["stats"].get("sample_rank_pct") for d in ds)
+        weak = last is not None and last < INACTIVE_RATIO
+        if weak:
+            flagged.append(f"{method} / {student}")
+        rows.append(
+            [
+                method,
+                student,
+                ", ".join(terms),
+                pct(first),
+                pct(last) + (" ⚠" if weak else ""),
+                "—" if size is None else f"{size:.1f}",
+                "—" if rank is None else f"{rank:.1f}",
+                len(ds),
+            ]
+        )
+    out = [
+        "",
+        "## Distiller diagnostics",
+        "",
+        "Distillation / task: the distiller's terms (weights included) against the task term it "
+        "keeps, first and last epoch, mean over seeds. Sample: mean items per training instance; "
+        "teacher rank %: mean rank of the sampled items in the teacher's ranking of the "
+        "unobserved items (0 = its top, 50 = uniform).",
+        "",
+        tabulate(
+            rows,
+            headers=[
+                "Method",
+                "Student",
+                "Terms",
+                "Distillation / task (first)",
+                "(last)",
+                "Sample",
+                "Teacher rank %",
+                "Seeds",
+            ],
+            tablefmt="github",
+            disable_numparse=True,
+        ),
+    ]
+    if flagged:
+        out += [
+            "",
+            f"⚠ Distillation terms under {INACTIVE_RATIO:.0%} of the task term at the last epoch, "
+            "too small to act: " + "; ".join(flagged) + ".",
+        ]
+    return out
+
+
 def _metric_names(task: str, records: list[dict[str, Any]]) -> list[str]:
     if task in TASK_OBJECTS:
         names = [m.name for m in TASK_OBJECTS[task].metrics]
@@ -355,6 +434,7 @@ def render(dataset: str, task: str, t: dict[str, Any]) -> str:
         out += [f"[{i}] {src}" for i, src in enumerate(t["published"], 1)] + [""]
     out += _lines_about(t["ok"])
     out += levels_section(t["ok"], t["primary"])
+    out += diagnostics_section(t["ok"])
     if t["failed"]:
         out += ["", f"Failed cells ({len(t['failed'])}; see `harness list --status failed`):"]
         for r in t["failed"]:

@@ -121,3 +121,39 @@ def test_write_leaderboards_one_file_per_dataset_and_task(tmp_path):
     assert sorted(p.name for p in paths) == ["movies__rating.md", "other_data__rating.md"]
     index = (tmp_path / "lb" / "README.md").read_text()
     assert "[movies — rating](movies__rating.md): 1 ok, 0 failed, 0 skipped" in index
+
+
+def test_diagnostics_section_shows_term_ratios_and_flags_inactive_distillers():
+    from harness.runner import loss_diagnostics
+
+    def history(ratios, stats=None):
+        return [
+            {
+                "epoch": i + 1,
+                "loss": 1.0,
+                "terms": {"task": 2.0, "kd": 2.0 * r},
+                **({"stats": stats} if stats else {}),
+            }
+            for i, r in enumerate(ratios)
+        ]
+
+    strong, weak = [], []
+    for seed in (0, 1):
+        r = rec("KD", seed, 0.8)
+        r["diagnostics"] = loss_diagnostics(
+            history([0.5, 0.25], {"sample_size": 10.0, "sample_rank_pct": 20.0})
+        )
+        strong.append(r)
+        w = rec("TINY", seed, 0.8)
+        w["diagnostics"] = loss_diagnostics(history([0.02, 0.004]))
+        weak.append(w)
+    assert strong[0]["diagnostics"]["ratio_first"] == 0.5 and strong[0]["diagnostics"]["ratio_last"] == 0.25
+    md = render("movies", "rating", build_tables([*strong, *weak], [])[("movies", "rating")])
+    assert "## Distiller diagnostics" in md
+    section = md.split("## Distiller diagnostics")[1].splitlines()
+    kd_row = next(line for line in section if line.startswith("| KD "))
+    assert "50%" in kd_row and "25%" in kd_row and "10.0" in kd_row and "20.0" in kd_row
+    tiny_row = next(line for line in section if line.startswith("| TINY "))
+    assert "0.4% ⚠" in tiny_row
+    assert "too small to act: TINY / dcnn:student." in md
+    assert loss_diagnostics([{"epoch": 1, "loss": 1.0}]) is None  # a distiller that logs nothing

@@ -58,4 +58,6 @@ class KnowledgeDistillation(Distiller):
     def loss(self, step: Step) -> torch.Tensor:
         a, T = self.hparams["alpha"], self.hparams["T"]
         soft = kd_term(step.student_out, step.teacher_out, step.task, T)
-        return (1 - a) * step.task_loss + a * soft
+        task, kd = (1 - a) * step.task_loss, a * soft
+        step.log_terms(task=task, kd=kd)
+        return task + kd

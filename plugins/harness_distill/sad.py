@@ -151,4 +151,5 @@ class SAD(Distiller):
         att = self.attention(step.teacher_features, step.student_features)
         l_att = sad_attention_loss(att, step.teacher_features, step.student_features)
         kd = kd_term(step.student_out, step.teacher_out, step.task, p["T"])
+        step.log_terms(kd=p["alpha"] * kd, attention=p["beta"] * l_att)
         return step.task_loss + p["alpha"] * kd + p["beta"] * l_att
