@@ -481,7 +481,9 @@ def load_grid(path: str | Path, registry: Registry, section: str | None = None) 
     model_names = {m["model"] for m in teachers + students}
     model_overrides: dict[str, dict[str, Any]] = {}
     for mname, ov in overrides.items():
-        if mname in model_names and mname not in used:
+        # (a registered model the grid does not use is accepted: a section may drop one
+        # of the grid's models and keep the grid's overrides)
+        if (mname in model_names or mname in registry.names("model")) and mname not in used:
             model_overrides[mname] = _model_override(doc, mname, ov, distillers, registry)
             continue
         if mname not in used:

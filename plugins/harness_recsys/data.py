@@ -196,8 +196,10 @@ class AtomicDataset(Dataset):
         info["recbole_train_dataset"] = dataset.copy(dataset.inter_feat[keep])
         info["history_length"] = length
         note = (
-            f"{n_users - 1} users, {n_items - 1} items, {len(user)} interactions; leave-one-out by time, "
-            "full ranking over the items each user has not trained on"
+            f"{n_users - 1} users, {n_items - 1} items, {len(user)} interactions; leave-one-out by time "
+            "(each user's latest interaction is the test item, as the CD paper's protocol; unlike the "
+            "paper, the one before it is held out for validation, i.e. model selection, and not "
+            "trained on), full ranking over the items each user has not trained on"
         )
         return DataBundle("ranking", train, val, test, info, note, extra=extra)
 
