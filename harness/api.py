@@ -365,10 +365,14 @@ class Distiller(Component):
     needs: any of "teacher" (a trained teacher is required), "logits" (teacher and
       student outputs are compared), "features" (both models expose features),
       "scores" (ranking scores). The grid skips cells that cannot provide them.
+    diagnostics_note: see below; kept in the record's diagnostics.
     """
 
     kind: ClassVar[str] = "distiller"
     needs: ClassVar[frozenset[str]] = frozenset()
+    #: when the method's own published settings make its terms small against some
+    #: models' task loss, one line saying so; the leaderboard prints it beside the flag
+    diagnostics_note: ClassVar[str] = ""
 
     def setup(
         self,

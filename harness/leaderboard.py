@@ -150,7 +150,8 @@ def diagnostics_section(ok: list[dict[str, Any]]) -> list[str]:
         rank = mean(d["stats"].get("sample_rank_pct") for d in ds)
         weak = last is not None and last < INACTIVE_RATIO
         if weak:
-            flagged.append(f"{method} / {student}")
+            notes = sorted({d.get("note") for d in ds if d.get("note")})
+            flagged.append(f"{method} / {student}" + "".join(f" ({n})" for n in notes))
         rows.append(
             [
                 method,
@@ -192,7 +193,9 @@ def diagnostics_section(ok: list[dict[str, Any]]) -> list[str]:
         out += [
             "",
             f"⚠ Distillation terms under {INACTIVE_RATIO:.0%} of the task term at the last epoch, "
-            "too small to act: " + "; ".join(flagged) + ".",
+            "too small to act:",
+            "",
+            *[f"- {f}" for f in flagged],
         ]
     return out
 

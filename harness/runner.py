@@ -320,10 +320,11 @@ class _EpochLog:
         }
 
 
-def loss_diagnostics(history: list[dict[str, Any]]) -> dict[str, Any] | None:
+def loss_diagnostics(history: list[dict[str, Any]], note: str = "") -> dict[str, Any] | None:
     """From a training history: the logged loss terms of the first and last epoch, the
     ratio of the distillation terms (all but `task`) to the task term in each, and the
-    mean over epochs of every logged stat. None when the distiller logged nothing."""
+    mean over epochs of every logged stat, and the distiller's `diagnostics_note`. None
+    when the distiller logged nothing."""
     logged = [e for e in history if e.get("terms")]
     if not logged:
         return None
@@ -344,6 +345,7 @@ def loss_diagnostics(history: list[dict[str, Any]]) -> dict[str, Any] | None:
         "ratio_first": ratio(first),
         "ratio_last": ratio(last),
         "stats": {k: float(np.mean(v)) for k, v in stats.items()},
+        "note": note,
     }
 
 
@@ -655,7 +657,7 @@ def run_cell(config: dict[str, Any], cell_id: str, grid: str, opts: RunOptions) 
             },
             history=fit.history,
             levels=fit.levels,
-            diagnostics=loss_diagnostics(fit.history),
+            diagnostics=loss_diagnostics(fit.history, dist_cls.diagnostics_note),
         )
         meter.close()
     except Exception as e:  # recorded, never raised: the grid goes on

@@ -145,7 +145,7 @@ def test_diagnostics_section_shows_term_ratios_and_flags_inactive_distillers():
         )
         strong.append(r)
         w = rec("TINY", seed, 0.8)
-        w["diagnostics"] = loss_diagnostics(history([0.02, 0.004]))
+        w["diagnostics"] = loss_diagnostics(history([0.02, 0.004]), "its paper's weights make it so")
         weak.append(w)
     assert strong[0]["diagnostics"]["ratio_first"] == 0.5 and strong[0]["diagnostics"]["ratio_last"] == 0.25
     md = render("movies", "rating", build_tables([*strong, *weak], [])[("movies", "rating")])
@@ -155,5 +155,5 @@ def test_diagnostics_section_shows_term_ratios_and_flags_inactive_distillers():
     assert "50%" in kd_row and "25%" in kd_row and "10.0" in kd_row and "20.0" in kd_row
     tiny_row = next(line for line in section if line.startswith("| TINY "))
     assert "0.4% ⚠" in tiny_row
-    assert "too small to act: TINY / dcnn:student." in md
+    assert "- TINY / dcnn:student (its paper's weights make it so)" in md
     assert loss_diagnostics([{"epoch": 1, "loss": 1.0}]) is None  # a distiller that logs nothing

@@ -234,6 +234,10 @@ class RD(RankingDistiller):
     name = "rd"
     label = "RD"
     description = "ranking distillation (Tang & Wang 2018): the teacher's top-K as weighted positives"
+    diagnostics_note = (
+        "RD's official reduction: per instance, K candidates whose weights sum to 1 against the "
+        "instance's CF terms; an instance of CDAE is a user whose loss spans every item"
+    )
     params = {
         "K": Param(10, "items of the teacher's top list (RD's default 10; the CD paper: 15 for CDAE)"),
         "rho": Param(0.5, "weight of the distillation loss: (1-rho)·L_CF + rho·L_RD"),
@@ -447,6 +451,10 @@ class DERRD(RankingDistiller):
     name = "de-rrd"
     label = "DE-RRD"
     description = "distillation experts + relaxed ranking distillation (Kang et al., CIKM 2020)"
+    diagnostics_note = (
+        "the official λ_DE 0.01 and λ_RRD 0.001 were set against a BPR loss summed over "
+        "interactions; against a loss that spans every item per user (CDAE) they are small"
+    )
     params = {
         "n_experts": Param(30, "M experts per side"),
         "lambda_de": Param(0.01, "weight of the DE loss"),
