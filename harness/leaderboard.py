@@ -1,10 +1,17 @@
 """Leaderboards: markdown (tabulate) per dataset and task, from the results store.
 
 Each row is a method (pruner and distiller joined as the papers do) for one teacher and
-student; figures are mean ± std over seeds; `p` is a paired t-test (scipy.stats.ttest_rel,
-as RecBole's significance test) of the task's primary metric against the plain student
-of the same teacher/student over the seeds both have. Every file names the hardware,
-the versions, the energy meter and the command that regenerates it.
+student; figures are mean ± std over seeds. Every row (the teacher's too) is compared
+with the plain student of the same teacher/student on the test examples
+(harness.stats): Δ of the primary metric with a 95% paired-bootstrap CI, the task's
+per-example test (Wilcoxon signed-rank, or McNemar's exact test for classification)
+on outcomes averaged over the seeds both rows have, Holm-corrected across the table's
+rows, ▲/▼ for significant wins/losses, the paired t-test beside it and per-example
+win/tie/loss counts; `p seeds (t)` is the older paired t-test over seed means
+(scipy.stats.ttest_rel, as RecBole's significance script), kept as a secondary column.
+The board opens with whether each teacher is significantly better than its student.
+Every file names the hardware, the versions, the energy meter and the command that
+regenerates it.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from typing import Any
 from scipy import stats
 from tabulate import tabulate
 
+from . import stats as sig
 from .envinfo import hardware_line
 from .tasks import TASK_OBJECTS
 
@@ -242,6 +250,138 @@ def _published_cell(rows: list[tuple[int, dict[str, Any]]], method: str, model_l
     return "; ".join(out) or "—"
 
 
+TEST_SHORT = {"wilcoxon": "Wilcoxon", "mcnemar": "McNemar"}
+SIG_HEADERS = 5  # the columns `_significance` gives each row
+
+
+def _outcomes_by_seed(rs: Iterable[dict[str, Any]], name: str) -> dict[int, Any]:
+    return {
+        r["seed"]: r["outcomes"]["test"][name]
+        for r in rs
+        if name in (r.get("outcomes") or {}).get("test", {})
+    }
+
+
+def _is_plain(rs: Iterable[dict[str, Any]]) -> bool:
+    return all(r["distiller"] == "none" and r["pruner"] == "none" for r in rs)
+
+
+def _p(p: float | None) -> str:
+    return "—" if p is None else f"{p:.2g}"
+
+
+def _significance(
+    task: str,
+    primary: str,
+    lower: bool,
+    rows_by: dict[tuple[str, str, str], list[dict[str, Any]]],
+    teacher_runs: dict[str, list[dict[str, Any]]],
+) -> dict[str, Any]:
+    """Every row (and teacher) against the plain student of its teacher/student: the
+    cells of the significance columns by row key (("teacher", label) for teachers),
+    the teacher check and noise-floor lines, and the test's description."""
+    t = TASK_OBJECTS.get(task)
+    name = METRIC_NAMES.get(primary, primary)
+    empty: dict[str, Any] = {"cells": {}, "teacher_lines": [], "floor_lines": [], "test": None}
+    if t is None or not t.primary_outcome[0]:
+        return empty
+    outcome, scale = t.primary_outcome
+    plain = {(k[0], k[1]): rs for k, rs in rows_by.items() if _is_plain(rs)}
+    base_oc = {pair: _outcomes_by_seed(rs, outcome) for pair, rs in plain.items()}
+    base_metric = {pair: {r["seed"]: r["metrics"]["test"][primary] for r in rs} for pair, rs in plain.items()}
+    comps: list[tuple[Any, tuple[str, str], sig.Comparison]] = []  # (row key, pair, comparison)
+    seeds_p: dict[Any, float | None] = {}
+    for key, rs in rows_by.items():
+        pair = (key[0], key[1])
+        if pair not in plain or _is_plain(rs):
+            continue
+        seeds_p[key] = paired_p({r["seed"]: r["metrics"]["test"][primary] for r in rs}, base_metric[pair])
+        c = sig.compare(_outcomes_by_seed(rs, outcome), base_oc[pair], t.paired_test, scale, lower)
+        if c is not None:
+            comps.append((key, pair, c))
+    teacher_pairs = {tch: [pair for pair in plain if pair[0] == tch] for tch in teacher_runs}
+    for tch, ts in teacher_runs.items():
+        for pair in teacher_pairs[tch]:
+            c = sig.compare(_outcomes_by_seed(ts, outcome), base_oc[pair], t.paired_test, scale, lower)
+            if c is not None:
+                comps.append((("teacher", tch, pair[1]), pair, c))
+        if len(teacher_pairs[tch]) == 1:
+            mine = {r["seed"]: r["metrics"]["test"].get(primary) for r in ts}
+            seeds_p[("teacher", tch, teacher_pairs[tch][0][1])] = paired_p(
+                mine, base_metric[teacher_pairs[tch][0]]
+            )
+    adjusted = sig.holm([c.p for _k, _pair, c in comps])
+    cells: dict[Any, list[str]] = {}
+    verdicts: dict[Any, tuple[sig.Comparison, float | None, str]] = {}
+    for (key, _pair, c), p_adj in zip(comps, adjusted, strict=True):
+        mark = {"win": "▲ ", "loss": "▼ ", "": ""}[sig.significant(c, p_adj, lower)]
+        verdicts[key] = (c, p_adj, mark)
+        cells[key] = [
+            f"{mark}{c.delta:+.3g} [{c.ci[0]:+.3g}, {c.ci[1]:+.3g}]",
+            _p(p_adj),
+            _p(c.p_t) if c.test != "mcnemar" else "—",
+            f"{c.wins}/{c.ties}/{c.losses}",
+            _p(seeds_p.get(key)),
+        ]
+    for key, p in seeds_p.items():
+        cells.setdefault(key, ["—", "—", "—", "—", _p(p)])
+    for pair, rs in plain.items():
+        cells[(pair[0], pair[1], rs[0]["method"])] = ["baseline", "—", "—", "—", "—"]
+    teacher_lines = []
+    for tch in sorted(teacher_runs):
+        for pair in teacher_pairs[tch]:
+            v = verdicts.get(("teacher", tch, pair[1]))
+            if v is None:
+                teacher_lines.append(
+                    f"- **No per-example outcomes of teacher {tch} and plain student {pair[1]}**: whether "
+                    "the teacher is better is not tested (outcomes are stored by cells run with this "
+                    "version; rerun the grid into a fresh folder)."
+                )
+                continue
+            c, p_adj, mark = v
+            figures = (
+                f"Δ {name} {c.delta:+.3g} [95% CI {c.ci[0]:+.3g}, {c.ci[1]:+.3g}], "
+                f"p {_p(p_adj)} ({TEST_SHORT[c.test]}, Holm), {c.n} test examples, seeds "
+                f"{', '.join(map(str, c.seeds))}"
+            )
+            if mark.startswith("▲"):
+                teacher_lines.append(
+                    f"- Teacher {tch} is significantly better than the plain student {pair[1]}: {figures}."
+                )
+            else:
+                teacher_lines.append(
+                    f"- **Teacher {tch} is NOT significantly better than the plain student {pair[1]}** "
+                    f"({figures}): it has nothing shown to transfer, so the distillation rows of this "
+                    "pair are not meaningful as distillation results."
+                )
+        if len(teacher_pairs[tch]) == 1:
+            cells[("teacher", tch)] = cells.get(
+                ("teacher", tch, teacher_pairs[tch][0][1]), ["—"] * SIG_HEADERS
+            )
+    floor_lines = []
+    for pair in sorted(plain):
+        f = sig.noise_floor(base_oc[pair], scale)
+        if f is None:
+            continue
+        widths = sorted(c.half_width for _k, p2, c in comps if p2 == pair)
+        own = ""
+        if widths:
+            own = f"; the rows here (over the seeds they average): median ±{statistics.median(widths):.3g}"
+        floor_lines.append(
+            f"- Smallest detectable difference, {pair[1]} (teacher {pair[0]}): ±{f.half_width:.3g} {name}, "
+            f"the median 95% CI half-width of the plain student against itself, seed against "
+            f"seed ({f.pairs} pairs; median |Δ| between its seeds {f.abs_delta:.3g}){own}."
+        )
+    return {
+        "cells": cells,
+        "teacher_lines": teacher_lines,
+        "floor_lines": floor_lines,
+        "test": t.paired_test,
+        "outcome": outcome,
+        "comparisons": len(comps),
+    }
+
+
 def build_tables(
     records: list[dict[str, Any]],
     teachers: list[dict[str, Any]],
@@ -263,15 +403,23 @@ def build_tables(
         rows_by: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
         for r in ok:
             rows_by[(r["teacher"], r["student"], r["method"])].append(r)
-        baselines = {}
-        for (tch, stu, _m), rs in rows_by.items():
-            if all(r["distiller"] == "none" and r["pruner"] == "none" for r in rs):
-                baselines[(tch, stu)] = {r["seed"]: r["metrics"]["test"][primary] for r in rs}
+        tkeys = {(t["teacher"]) for t in teachers if t["dataset"] == dataset and t["task"] == task}
+        teacher_runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for t in teachers:
+            if t["dataset"] == dataset and t["task"] == task:
+                teacher_runs[t["teacher"]].append(t)
+        sg = _significance(task, primary, lower, rows_by, teacher_runs)
+        test = TEST_SHORT.get(sg["test"] or "", "test")
+        pname = METRIC_NAMES.get(primary, primary)
         headers = [
             "Method",
             "Student",
             *[METRIC_NAMES.get(n, n) for n in names],
-            f"p ({METRIC_NAMES.get(primary, primary)})",
+            f"Δ {pname} vs student [95% CI]",
+            f"p ({test}, Holm)",
+            "p (paired t)",
+            "W/T/L",
+            "p seeds (t)",
             "Params",
             "% teacher",
             "% student",
@@ -289,17 +437,14 @@ def build_tables(
         if pub_rows:
             headers.append("Published")
         table = []
-        tkeys = {(t["teacher"]) for t in teachers if t["dataset"] == dataset and t["task"] == task}
         for tch in sorted(tkeys):
-            ts = [
-                t for t in teachers if t["dataset"] == dataset and t["task"] == task and t["teacher"] == tch
-            ]
+            ts = teacher_runs[tch]
             table.append(
                 [
                     f"Teacher ({tch})",
                     "—",
                     *[_fmt([t["metrics"]["test"].get(n) for t in ts]) for n in names],
-                    "—",
+                    *sg["cells"].get(("teacher", tch), ["see above"] + ["—"] * (SIG_HEADERS - 1)),
                     _int(ts[0]["size"]["params"]),
                     "100",
                     "—",
@@ -326,17 +471,13 @@ def build_tables(
         for key in order:
             rs = sorted(rows_by[key], key=lambda r: r["seed"])
             tch, stu, method = key
-            base = baselines.get((tch, stu))
-            mine = {r["seed"]: r["metrics"]["test"][primary] for r in rs}
-            is_base = all(r["distiller"] == "none" and r["pruner"] == "none" for r in rs)
-            p = None if (base is None or is_base) else paired_p(mine, base)
             size = [r["size"] for r in rs]
             table.append(
                 [
                     method,
                     stu,
                     *[_fmt([r["metrics"]["test"].get(n) for r in rs]) for n in names],
-                    "baseline" if is_base else ("—" if p is None else f"{p:.3g}"),
+                    *sg["cells"].get(key, ["—"] * SIG_HEADERS),
                     _int(statistics.fmean(s["params"] for s in size)),
                     f"{statistics.fmean(s['pct_of_teacher'] for s in size):.1f}",
                     f"{statistics.fmean(s.get('pct_of_unpruned', 100.0) for s in size):.1f}",
@@ -362,6 +503,7 @@ def build_tables(
             "primary": primary,
             "teachers": tkeys,
             "published": pub_notes,
+            "significance": sg,
         }
     return out
 
@@ -405,10 +547,32 @@ def _lines_about(recs: Iterable[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _significance_text(primary: str, sg: dict[str, Any]) -> str:
+    if not sg.get("test"):
+        return "`p seeds (t)`: paired t-test over the seeds' means (no per-example test for this task). "
+    test = sig.TESTS[sg["test"]]
+    return (
+        f"Δ vs student: each row's (and the teacher's) {primary} minus the plain student's of the "
+        "same teacher and student, on the test examples' outcomes "
+        f"(`{sg['outcome']}`) averaged over the seeds both have, with a 95% CI (paired bootstrap "
+        f"over test examples, scipy.stats.bootstrap, percentile, {sig.BOOTSTRAP_RESAMPLES} "
+        f"resamples, seeded). `p`: {test} on those per-example differences, "
+        f"Holm-corrected across the {sg.get('comparisons', 0)} comparisons of this table; "
+        f"▲ significantly better, ▼ significantly worse than the plain student at α = {sig.ALPHA} "
+        "after correction. `p (paired t)`: scipy.stats.ttest_rel on the same differences, "
+        "uncorrected. W/T/L: test examples where the row is better/equal/worse. `p seeds (t)`: "
+        "the paired t-test over seed means (secondary: with a few seeds it has little power). "
+    )
+
+
 def render(dataset: str, task: str, t: dict[str, Any]) -> str:
     notes = sorted({r.get("data_note") for r in t["records"] if r.get("data_note")})
     grids = sorted({r["grid"] for r in t["records"]})
     out = [f"# {dataset} — {task}", ""]
+    sg = t.get("significance") or {}
+    if sg.get("teacher_lines"):
+        out += ["Teacher check (is the teacher better than the plain student? see below for the test):"]
+        out += sg["teacher_lines"] + [""]
     out.append(f"Grid: {', '.join(grids)}.")
     for n in notes:
         out.append(f"Data: {n}")
@@ -419,10 +583,14 @@ def render(dataset: str, task: str, t: dict[str, Any]) -> str:
         out.append("No finished cells yet.")
     out.append("")
     primary = METRIC_NAMES.get(t["primary"], t["primary"])
+    seeds = sorted({r["seed"] for r in t["ok"]})
     out += [
-        "Mean ± std over seeds. `p`: paired t-test (scipy.stats.ttest_rel) of "
-        f"{primary} against the plain student of the same teacher and student over the "
-        "seeds both have (— with fewer than 2). Params, Size (bytes of the saved "
+        f"Mean ± std over seeds ({len(seeds)}: {', '.join(map(str, seeds))}). "
+        + _significance_text(primary, sg),
+        "",
+        *sg.get("floor_lines", []),
+        *([""] if sg.get("floor_lines") else []),
+        "Params, Size (bytes of the saved "
         "state_dict) and FLOPs/sample (torch.utils.flop_counter) are of the deployed "
         "student; % teacher and % student are its parameters against the teacher's and the "
         "unpruned student's. Sparse KiB: a CSR-like encoding, shown only for models with "

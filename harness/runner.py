@@ -385,12 +385,16 @@ def get_teacher(
     folder = Path(opts.teacher_dir)
     folder.mkdir(parents=True, exist_ok=True)
     weights, meta_path = folder / f"{key}.pt", folder / f"{key}.json"
+    outcomes_path = folder / f"{key}.outcomes.npz"
     model = build_model(config["teacher"], data, config["seed"], device)
     with FileLock(str(folder / f"{key}.lock")):
         if weights.exists() and meta_path.exists():
             model.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
             meta = json.loads(meta_path.read_text())
             meta["cached"] = True
+            if outcomes_path.exists():  # (absent in caches written before outcomes were kept)
+                with np.load(outcomes_path, allow_pickle=False) as z:
+                    meta["outcomes"] = {"test": {k: z[k] for k in z.files}}
             return model.eval(), meta
         budget = config["budget"]
         gen = torch.Generator().manual_seed(config["seed"])
@@ -435,6 +439,10 @@ def get_teacher(
             "history": history,
             "env": environment(device),
         }
+        outcomes = task.outcomes(model, data.test, data, budget["eval_batch_size"])
+        tmp_out = folder / f"{key}.outcomes.tmp.npz"
+        np.savez_compressed(tmp_out, **outcomes)
+        os.replace(tmp_out, outcomes_path)
         tmp = weights.with_suffix(".pt.tmp")
         torch.save(model.state_dict(), tmp)
         os.replace(tmp, weights)
@@ -442,6 +450,7 @@ def get_teacher(
         tmp_meta.write_text(json.dumps(meta, indent=1))
         os.replace(tmp_meta, meta_path)
         meta["cached"] = False
+        meta["outcomes"] = {"test": outcomes}  # (to the store's outcomes table, not its JSON)
         return model.eval(), meta
 
 
@@ -631,6 +640,9 @@ def run_cell(config: dict[str, Any], cell_id: str, grid: str, opts: RunOptions) 
             "test": task.evaluate(model, data.test, data, eb),
             "val": task.evaluate(model, data.val, data, eb),
         }
+        # per test example, for paired tests between cells (harness.stats); the store
+        # keeps them apart from the record's JSON
+        record["outcomes"] = {"test": task.outcomes(model, data.test, data, eb)}
         inf = _inference_energy(model, data, task, meter, eb, energy_cfg["inference_min_seconds"])
         one = data.prepare(data.test.head(1))
         size = measure_size(model, lambda: task.forward(model, one))

@@ -6,16 +6,26 @@ Tables:
   cells(id, grid, status, reason, dataset, task, teacher, student, distiller, pruner,
         method, seed, record JSON, started, finished)
   teachers(key, grid, dataset, task, teacher, seed, record JSON)
+  outcomes(kind, key, split, data BLOB): the per-test-example outcomes of a cell
+        (kind "cell", key its id) or a teacher (kind "teacher", key its cache key), as
+        np.savez_compressed bytes of {outcome name: array}; written in the cell's
+        transaction, so an interrupted grid keeps them for every stored cell.
   meta(key, value): schema version.
+
+A record's "outcomes" ({split: {name: array}}; also its "teacher_run"'s) goes to the
+outcomes table, not into the record's JSON; `records()` and `teachers()` put it back.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 SCHEMA_VERSION = "1"
 
@@ -29,6 +39,10 @@ CREATE TABLE IF NOT EXISTS cells (
 CREATE TABLE IF NOT EXISTS teachers (
   key TEXT PRIMARY KEY, grid TEXT, dataset TEXT, task TEXT, teacher TEXT, seed INTEGER,
   record TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outcomes (
+  kind TEXT NOT NULL, key TEXT NOT NULL, split TEXT NOT NULL, data BLOB NOT NULL,
+  PRIMARY KEY (kind, key, split)
 );
 """
 
@@ -48,6 +62,21 @@ COLUMNS = (
 )
 
 FINISHED = ("ok", "failed")
+
+
+def pack_outcomes(arrays: dict[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    return buf.getvalue()
+
+
+def unpack_outcomes(blob: bytes) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _without_outcomes(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if k != "outcomes"}
 
 
 class Store:
@@ -88,17 +117,26 @@ class Store:
     def put(self, record: dict[str, Any]) -> None:
         """Write a cell's record (and the teacher it trained, if any) in one transaction."""
         row = [record.get(c) for c in COLUMNS]
-        payload = json.dumps(record, default=str)
+        t = record.get("teacher_run")
+        saved = _without_outcomes(record)
+        if t:
+            saved["teacher_run"] = _without_outcomes(t)
+        payload = json.dumps(saved, default=str)
         with self.conn:
             self.conn.execute(
                 f"INSERT OR REPLACE INTO cells ({', '.join(COLUMNS)}, record, started, finished) "
                 f"VALUES ({', '.join('?' * (len(COLUMNS) + 3))})",
                 [*row, payload, record.get("started"), record.get("finished")],
             )
-            t = record.get("teacher_run")
-            if t and not t.get("cached"):
+            self.conn.execute("DELETE FROM outcomes WHERE kind = 'cell' AND key = ?", (record["id"],))
+            self._put_outcomes("cell", record["id"], record.get("outcomes"), replace=True)
+            if t:
+                # a cached teacher is stored too when its training cell never was (an
+                # interrupted run): it never replaces the record of its training
+                verb = "IGNORE" if t.get("cached") else "REPLACE"
+                self._put_outcomes("teacher", t["key"], t.get("outcomes"), replace=not t.get("cached"))
                 self.conn.execute(
-                    "INSERT OR REPLACE INTO teachers VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT OR {verb} INTO teachers VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (
                         t["key"],
                         record.get("grid"),
@@ -106,9 +144,29 @@ class Store:
                         t["task"],
                         t["teacher"],
                         t["seed"],
-                        json.dumps(t, default=str),
+                        json.dumps(_without_outcomes(t), default=str),
                     ),
                 )
+
+    def _put_outcomes(self, kind: str, key: str, by_split: dict[str, Any] | None, replace: bool) -> None:
+        verb = "REPLACE" if replace else "IGNORE"
+        for split, arrays in (by_split or {}).items():
+            if arrays:
+                self.conn.execute(
+                    f"INSERT OR {verb} INTO outcomes VALUES (?, ?, ?, ?)",
+                    (kind, key, split, pack_outcomes(arrays)),
+                )
+
+    def outcomes(self, kind: str, key: str) -> dict[str, dict[str, np.ndarray]]:
+        """{split: {outcome: array}} of a cell or teacher ({} when none was stored)."""
+        q = "SELECT split, data FROM outcomes WHERE kind = ? AND key = ?"
+        return {r["split"]: unpack_outcomes(r["data"]) for r in self.conn.execute(q, (kind, key))}
+
+    def _all_outcomes(self, kind: str) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+        out: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+        for r in self.conn.execute("SELECT key, split, data FROM outcomes WHERE kind = ?", (kind,)):
+            out.setdefault(r["key"], {})[r["split"]] = unpack_outcomes(r["data"])
+        return out
 
     def put_skipped(self, record: dict[str, Any]) -> None:
         """Record a skipped cell unless the cell already finished."""
@@ -128,7 +186,14 @@ class Store:
         if where:
             q += " WHERE " + " AND ".join(where)
         q += " ORDER BY dataset, task, method, seed"
-        return [json.loads(r["record"]) for r in self.conn.execute(q, args)]
+        found = self._all_outcomes("cell")
+        out = []
+        for r in self.conn.execute(q, args):
+            rec = json.loads(r["record"])
+            if rec["id"] in found:
+                rec["outcomes"] = found[rec["id"]]
+            out.append(rec)
+        return out
 
     def rows(self) -> list[sqlite3.Row]:
         return list(
@@ -138,7 +203,11 @@ class Store:
         )
 
     def teachers(self) -> list[dict[str, Any]]:
-        return [
-            json.loads(r["record"])
-            for r in self.conn.execute("SELECT record FROM teachers ORDER BY dataset, task, teacher, seed")
-        ]
+        found = self._all_outcomes("teacher")
+        out = []
+        for r in self.conn.execute("SELECT key, record FROM teachers ORDER BY dataset, task, teacher, seed"):
+            rec = json.loads(r["record"])
+            if r["key"] in found:
+                rec["outcomes"] = found[r["key"]]
+            out.append(rec)
+        return out

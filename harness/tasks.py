@@ -6,6 +6,11 @@ rating: predictions [B] on the standardised target, MSE; metrics MAE, MSE, RMSE 
 ranking: top-N recommendation with leave-one-out splits; the model scores every item
   for a batch of users and trains on its own ranking loss (see `RankingModel`); metrics
   HR@K and NDCG@K over the full item set, with the user's training items excluded.
+
+Each task also gives per-example outcomes (`Task.outcomes`: per image correct or not,
+per rating absolute and squared error, per user HR@K and NDCG@K), whose means are its
+metrics; the store keeps them for the test split so that any two cells can be compared
+example by example after the fact (harness/stats.py).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,6 +38,11 @@ class Task(ABC):
     metrics: tuple[Metric, ...] = ()
     #: the metric used to pick e.g. a winning pruning level
     primary: str = ""
+    #: the per-example outcome behind the primary metric and its scale: primary metric =
+    #: offset + scale × mean(outcome), so Δ primary = scale × Δ mean(outcome)
+    primary_outcome: tuple[str, float] = ("", 1.0)
+    #: the per-example paired test of the primary outcome (harness.stats.paired_test)
+    paired_test: str = "wilcoxon"
 
     def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return model(batch["x"])
@@ -57,14 +68,41 @@ class Task(ABC):
     ) -> dict[str, float]:
         """The task's metrics of `model` on `split` (eval mode, no gradients)."""
 
+    @abstractmethod
+    def outcomes(
+        self, model: nn.Module, split: TensorSplit, data: DataBundle, batch_size: int
+    ) -> dict[str, np.ndarray]:
+        """Per-example outcomes of `model` on `split`, in the split's order (eval mode,
+        no gradients); their means are the task's metrics (up to the metrics' scale).
+        A separate pass from `evaluate`, so the per-epoch evaluation stays as cheap."""
+
+
+def _cat(parts: list[torch.Tensor], dtype: type = np.float32) -> np.ndarray:
+    if not parts:
+        return np.zeros(0, dtype=dtype)
+    return torch.cat(parts).detach().cpu().numpy().astype(dtype)
+
 
 class Classification(Task):
     name = "classification"
     metrics = (Metric("top1_error", True), Metric("accuracy", False))
     primary = "top1_error"
+    primary_outcome = ("correct", -100.0)  # top-1 error % = 100 - 100 × mean(correct)
+    paired_test = "mcnemar"
 
     def loss(self, out, batch):
         return F.cross_entropy(out, batch["y"])
+
+    @torch.no_grad()
+    def outcomes(self, model, split, data, batch_size):
+        was = model.training
+        model.eval()
+        correct = []
+        for batch in split.batches(batch_size):
+            batch = data.prepare(batch)
+            correct.append(self.forward(model, batch).argmax(dim=1) == batch["y"])
+        model.train(was)
+        return {"correct": _cat(correct, np.bool_)}
 
     @torch.no_grad()
     def evaluate(self, model, split, data, batch_size):
@@ -85,9 +123,25 @@ class Rating(Task):
     name = "rating"
     metrics = (Metric("mae", True), Metric("mse", True), Metric("rmse", True))
     primary = "mae"
+    primary_outcome = ("abs_err", 1.0)
 
     def loss(self, out, batch):
         return F.mse_loss(out, batch["y"])
+
+    @torch.no_grad()
+    def outcomes(self, model, split, data, batch_size):
+        was = model.training
+        model.eval()
+        mean = float(data.info.get("target_mean", 0.0))
+        std = float(data.info.get("target_std", 1.0))
+        diffs = []
+        for batch in split.batches(batch_size):
+            batch = data.prepare(batch)
+            pred = self.forward(model, batch).float() * std + mean
+            diffs.append(pred - (batch["y"].float() * std + mean))
+        model.train(was)
+        d = _cat(diffs)
+        return {"abs_err": np.abs(d), "sq_err": d * d}
 
     @torch.no_grad()
     def evaluate(self, model, split, data, batch_size):
@@ -175,6 +229,7 @@ class Ranking(Task):
     name = "ranking"
     metrics = tuple(Metric(f"{m}@{k}", False) for k in RANKING_KS for m in ("hr", "ndcg"))
     primary = f"ndcg@{RANKING_KS[0]}"
+    primary_outcome = (f"ndcg@{RANKING_KS[0]}", 1.0)
 
     def forward(self, model, batch):
         return model(batch)
@@ -208,6 +263,26 @@ class Ranking(Task):
             n += len(ranks)
         model.train(was)
         return {k: v / max(n, 1) for k, v in sums.items()}
+
+    @torch.no_grad()
+    def outcomes(self, model, split, data, batch_size):
+        """Per user (one row of the split each): HR@K and NDCG@K."""
+        was = model.training
+        model.eval()
+        history = data.split("history")["items"]
+        parts: dict[str, list[torch.Tensor]] = {m.name: [] for m in self.metrics}
+        for batch in split.batches(batch_size):
+            batch = data.prepare(batch)
+            exclude = [history.index_select(0, batch["user"])]
+            if "seen" in batch:
+                exclude.append(batch["seen"])
+            ranks = rank_of_target(self.forward(model, batch), batch["item"], exclude)
+            for k in RANKING_KS:
+                hit, ndcg = hr_ndcg(ranks, k)
+                parts[f"hr@{k}"].append(hit)
+                parts[f"ndcg@{k}"].append(ndcg)
+        model.train(was)
+        return {k: _cat(v) for k, v in parts.items()}
 
 
 TASK_OBJECTS: dict[str, Task] = {t.name: t for t in (Classification(), Rating(), Ranking())}

@@ -279,6 +279,53 @@ def test_interrupt_keeps_finished_cells_and_exits_130(write_grid, tmp_path, monk
     assert (tmp_path / "runs/tiny/leaderboards/README.md").exists()
 
 
+def test_outcomes_survive_an_interrupt_and_the_resumed_board_reproduces_their_p_values(
+    write_grid, tmp_path, monkeypatch, capsys, register
+):
+    from harness import stats as sig
+    from harness.store import Store
+
+    register(InterruptPlugin(), "interrupt")
+    monkeypatch.chdir(tmp_path)
+    assert run("run", "--grid", str(write_grid(distillers="[none, ctrl-c]", seeds="[0, 1]"))) == 130
+    db = tmp_path / "runs/tiny/results.db"
+    before = sqlite3.connect(db).execute("select key, data from outcomes where kind = 'cell'").fetchall()
+    assert len(before) == 2  # the plain students (both seeds run first), stored before the interrupt
+    capsys.readouterr()
+    assert run("run", "--grid", str(write_grid(distillers="[none, kd]", seeds="[0, 1]"))) == 0
+    assert "2 to run; 2 already finished" in capsys.readouterr().out
+    conn = sqlite3.connect(db)
+    assert set(before) <= set(conn.execute("select key, data from outcomes where kind = 'cell'").fetchall())
+    store = Store.open_existing(db)
+    records, teachers = store.records(status="ok"), store.teachers()
+    assert len(records) == 4 and len(teachers) == 2
+    for r in [*records, *teachers]:
+        errors = r["outcomes"]["test"]["abs_err"]
+        assert len(errors) == 494 and float(errors.mean()) == pytest.approx(
+            r["metrics"]["test"]["mae"], rel=1e-5
+        )
+    by = {(r["distiller"], r["seed"]): r["outcomes"]["test"]["abs_err"] for r in records}
+    kd = {s: by[("kd", s)] for s in (0, 1)}
+    plain = {s: by[("none", s)] for s in (0, 1)}
+    t_out = {t["seed"]: t["outcomes"]["test"]["abs_err"] for t in teachers}
+    comps = [sig.compare(kd, plain, "wilcoxon"), sig.compare(t_out, plain, "wilcoxon")]
+    adjusted = sig.holm([c.p for c in comps])
+    md = (tmp_path / "runs/tiny/leaderboards/imdb-movies_features=numerical__rating.md").read_text()
+    rows = {
+        cells[0]: cells
+        for line in md.splitlines()
+        if line.startswith("| ")
+        for cells in [[c.strip() for c in line.strip("|").split("|")]]
+    }
+    kd_row = next(v for k, v in rows.items() if k.startswith("KD"))
+    t_row = next(v for k, v in rows.items() if k.startswith("Teacher"))
+    for row, c, p in ((kd_row, comps[0], adjusted[0]), (t_row, comps[1], adjusted[1])):
+        assert row[5].endswith(f"{c.delta:+.3g} [{c.ci[0]:+.3g}, {c.ci[1]:+.3g}]")
+        assert row[6] == f"{p:.2g}"
+        assert row[8] == f"{c.wins}/{c.ties}/{c.losses}"
+    assert "Teacher check" in "\n".join(md.splitlines()[:4])
+
+
 @pytest.mark.slow
 def test_interrupt_in_a_worker_cancels_the_pending_cells(write_grid, tmp_path, capsys):
     # the plugin must reach the spawned workers: install it as a dist-info on sys.path

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from scipy import stats
 
+from harness import stats as sig
 from harness.leaderboard import build_tables, paired_p, render, write_leaderboards
 from harness.store import Store
 
@@ -98,7 +100,9 @@ def test_table_has_mean_std_p_and_the_baseline():
     assert rows["KD"][2] == "0.8133 ± 0.015"
     assert rows["DCNN"][5] == "baseline"
     p = stats.ttest_rel([0.80, 0.83, 0.81], [0.90, 0.92, 0.91]).pvalue
-    assert rows["KD"][5] == f"{p:.3g}"
+    assert t["headers"][9] == "p seeds (t)"
+    assert rows["KD"][9] == f"{p:.2g}"
+    assert rows["KD"][5] == "—"  # no per-example outcomes stored: no per-example test
     md = render("movies", "rating", t)
     for needle in (
         "# movies — rating",
@@ -157,3 +161,141 @@ def test_diagnostics_section_shows_term_ratios_and_flags_inactive_distillers():
     assert "0.4% ⚠" in tiny_row
     assert "- TINY / dcnn:student (its paper's weights make it so)" in md
     assert loss_diagnostics([{"epoch": 1, "loss": 1.0}]) is None  # a distiller that logs nothing
+
+
+def teacher(seed, outcomes=None, dataset="movies", task="rating", label="dcnn:teacher"):
+    t = {
+        "key": f"t{seed}",
+        "dataset": dataset,
+        "task": task,
+        "teacher": label,
+        "seed": seed,
+        "metrics": {"test": {"mae": 0.7, "mse": 0.49, "rmse": 0.7}},
+        "size": {"params": 1000, "nonzero_params": 1000, "bytes": 9000, "flops": 4000},
+        "energy": {"train_j": 50.0, "meter": "cpu-estimate"},
+        "times": {"train_s": 3.0},
+    }
+    if outcomes is not None:
+        t["outcomes"] = {"test": outcomes}
+    return t
+
+
+def _cells(row: str) -> list[str]:
+    return [c.strip() for c in row.strip().strip("|").split("|")]
+
+
+def test_store_keeps_outcomes_and_a_board_from_two_stored_cells_reproduces_the_p_values(tmp_path):
+    rng = np.random.default_rng(0)
+    truth = rng.gamma(2.0, 0.4, 300)
+    plain = truth + rng.normal(0, 0.2, 300)
+    kd = truth + rng.normal(0, 0.2, 300) - 0.05
+    t_out = truth + rng.normal(0, 0.2, 300)
+    s = Store(tmp_path / "r.db")
+    base = rec("DCNN", 0, float(plain.mean()), distiller="none")
+    base["outcomes"] = {
+        "test": {"abs_err": plain.astype(np.float32), "sq_err": (plain**2).astype(np.float32)}
+    }
+    s.put(base)
+    row = rec("KD", 0, float(kd.mean()))
+    row["outcomes"] = {"test": {"abs_err": kd.astype(np.float32)}}
+    row["teacher_run"] = dict(teacher(0, {"abs_err": t_out.astype(np.float32)}), cached=False)
+    s.put(row)
+    s.close()
+    s = Store.open_existing(tmp_path / "r.db")
+    records, teachers = s.records(), s.teachers()
+    saved = s.conn.execute("select record from cells where id = ?", (row["id"],)).fetchone()[0]
+    assert "outcomes" not in saved  # the arrays live in their own table, not in the JSON
+    stored = {r["method"]: r["outcomes"]["test"] for r in records}
+    np.testing.assert_array_equal(stored["DCNN"]["abs_err"], plain.astype(np.float32))
+    np.testing.assert_array_equal(stored["DCNN"]["sq_err"], (plain**2).astype(np.float32))
+    np.testing.assert_array_equal(teachers[0]["outcomes"]["test"]["abs_err"], t_out.astype(np.float32))
+    # the same comparisons by hand, from the arrays as stored (float32)
+    a32, b32, t32 = (x.astype(np.float32) for x in (kd, plain, t_out))
+    c_kd = sig.compare({0: a32}, {0: b32}, "wilcoxon")
+    c_t = sig.compare({0: t32}, {0: b32}, "wilcoxon")
+    p_kd, p_t = sig.holm([c_kd.p, c_t.p])
+    md = write_leaderboards(records, teachers, tmp_path / "lb")[0].read_text()
+    lines = md.splitlines()
+    kd_row = _cells(next(x for x in lines if x.startswith("| KD")))
+    t_row = _cells(next(x for x in lines if x.startswith("| Teacher")))
+    assert kd_row[5] == f"▲ {c_kd.delta:+.3g} [{c_kd.ci[0]:+.3g}, {c_kd.ci[1]:+.3g}]"
+    assert kd_row[6] == f"{p_kd:.2g}" and kd_row[7] == f"{c_kd.p_t:.2g}"
+    assert kd_row[8] == f"{c_kd.wins}/{c_kd.ties}/{c_kd.losses}"
+    assert t_row[6] == f"{p_t:.2g}" and not t_row[5].startswith("▲")
+    # the teacher verdict is in the board's first lines, naming the test and correction
+    head = "\n".join(lines[:5])
+    assert "**Teacher dcnn:teacher is NOT significantly better than the plain student dcnn:student**" in head
+    assert "(Wilcoxon, Holm)" in head
+    assert "Holm-corrected across the 2 comparisons" in md
+    assert "95% CI (paired bootstrap" in md
+    # rebuilding gives the same board (the bootstrap is seeded)
+    assert write_leaderboards(s.records(), s.teachers(), tmp_path / "lb2")[0].read_text() == md
+
+
+def test_a_stored_cell_rerun_replaces_its_outcomes_and_a_failure_drops_them(tmp_path):
+    s = Store(tmp_path / "r.db")
+    r = rec("KD", 0, 0.8)
+    r["outcomes"] = {"test": {"abs_err": np.ones(3, dtype=np.float32)}}
+    s.put(r)
+    assert s.outcomes("cell", r["id"])["test"]["abs_err"].tolist() == [1, 1, 1]
+    s.put(dict(r, outcomes={"test": {"abs_err": np.zeros(3, dtype=np.float32)}}))
+    assert s.outcomes("cell", r["id"])["test"]["abs_err"].tolist() == [0, 0, 0]
+    s.put({k: v for k, v in r.items() if k != "outcomes"} | {"status": "failed"})
+    assert s.outcomes("cell", r["id"]) == {}
+
+
+def test_a_cached_teacher_is_stored_once_and_never_replaced(tmp_path):
+    s = Store(tmp_path / "r.db")
+    first = rec("KD", 0, 0.8)
+    first["teacher_run"] = dict(teacher(0, {"abs_err": np.ones(2, dtype=np.float32)}), cached=True)
+    s.put(first)  # its training cell was never stored (an interrupted run): stored now
+    second = dict(rec("KD", 0, 0.8), id="other")
+    second["teacher_run"] = dict(teacher(0, {"abs_err": np.zeros(2, dtype=np.float32)}), cached=True)
+    s.put(second)
+    (t,) = s.teachers()
+    assert t["outcomes"]["test"]["abs_err"].tolist() == [1, 1]
+
+
+def test_ranking_board_tests_per_user_with_win_tie_loss_and_says_the_teacher_is_better():
+    rng = np.random.default_rng(5)
+    users = 400
+    ranks_base = rng.geometric(0.02, users) - 1
+
+    def per_user(ranks):
+        hit = (ranks < 50).astype(np.float32)
+        return {"hr@50": hit, "ndcg@50": hit / np.log2(ranks + 2.0).astype(np.float32)}
+
+    def ranking_rec(method, seed, ranks, distiller):
+        r = rec(method, seed, 0.0, distiller=distiller, student="cdae:student")
+        oc = per_user(ranks)
+        r.update(task="ranking", dataset="ml", teacher="cdae:teacher")
+        r["metrics"] = {"test": {k: float(v.mean()) for k, v in oc.items()}, "val": {}}
+        r["outcomes"] = {"test": oc}
+        return r
+
+    records, teachers = [], []
+    for seed in range(3):
+        noise = rng.integers(-3, 4, users)
+        records.append(ranking_rec("CDAE", seed, np.maximum(ranks_base + noise, 0), "none"))
+        worse = ranks_base * 2 + rng.integers(0, 4, users)
+        records.append(ranking_rec("RD", seed, worse, "rd"))
+        better = np.maximum(ranks_base // 3 + rng.integers(-1, 2, users), 0)
+        t = teacher(seed, per_user(better), dataset="ml", task="ranking", label="cdae:teacher")
+        t["metrics"] = {"test": {k: float(v.mean()) for k, v in per_user(better).items()}}
+        teachers.append(t)
+    tab = build_tables(records, teachers)[("ml", "ranking")]
+    assert tab["headers"][6:11] == [
+        "Δ NDCG@50 vs student [95% CI]",
+        "p (Wilcoxon, Holm)",
+        "p (paired t)",
+        "W/T/L",
+        "p seeds (t)",
+    ]
+    rows = {r[0]: r for r in tab["rows"]}
+    w, t_, loss = (int(x) for x in rows["RD"][9].split("/"))
+    assert w + t_ + loss == users and t_ > 0  # users outside the top 50 in both are ties
+    assert loss > w and rows["RD"][6].startswith("▼ -")  # a significant loss
+    assert rows["Teacher (cdae:teacher)"][6].startswith("▲ +")
+    md = render("ml", "ranking", tab)
+    assert "- Teacher cdae:teacher is significantly better than the plain student cdae:student" in md
+    assert "Smallest detectable difference, cdae:student" in md

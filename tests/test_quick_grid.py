@@ -14,9 +14,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_quick_grid_runs_and_its_leaderboard_has_error_size_energy(tmp_path, capsys):
+    # the shipped grid with 2 of its 5 seeds (the only change): its 40 cells would make this
+    # the suite's slowest test by far; 2 seeds still exercise the seed-averaged tests
+    text = (ROOT / "grids/quick.yaml").read_text()
+    assert re.search(r"^seeds: \[0, 1, 2, 3, 4\]", text, re.M)
+    grid = tmp_path / "quick.yaml"
+    grid.write_text(re.sub(r"^seeds: .*$", "seeds: [0, 1]", text, flags=re.M))
     out = tmp_path / "quick"
-    assert main(["run", "--grid", str(ROOT / "grids/quick.yaml"), "--out", str(out), "-j", "2"]) == 0
-    assert "ran 24 cells: 24 ok, 0 failed" in capsys.readouterr().out
+    assert main(["run", "--grid", str(grid), "--out", str(out), "-j", "2"]) == 0
+    assert "ran 16 cells: 16 ok, 0 failed" in capsys.readouterr().out
     for group in ("numerical", "social", "categorical", "textual"):
         md = (out / f"leaderboards/imdb-movies_features={group}__rating.md").read_text()
         header = next(line for line in md.splitlines() if line.startswith("| Method"))
@@ -29,5 +35,10 @@ def test_quick_grid_runs_and_its_leaderboard_has_error_size_energy(tmp_path, cap
             assert re.match(r"^\d+\.\d+", cells[2])  # MAE
             assert re.match(r"^[\d.]+", cells[-5])  # Train J
             assert cells[-3] == "cpu-estimate" or cells[-3] in ("rapl", "nvml-energy")
-    assert main(["run", "--grid", str(ROOT / "grids/quick.yaml"), "--out", str(out)]) == 0
-    assert "0 to run; 24 already finished, skipped" in capsys.readouterr().out
+            if not row.startswith("| DCNN"):  # Δ vs student with its CI, per-example test
+                assert re.match(r"^[▲▼]? ?[+-][\d.e-]+ \[[+-][\d.e-]+, [+-][\d.e-]+\]$", cells[5]), cells[5]
+                assert re.match(r"^[\d.e-]+$", cells[6]) and re.match(r"^\d+/\d+/\d+$", cells[8])
+        assert "p (Wilcoxon, Holm)" in header
+        assert "Teacher check" in "\n".join(md.splitlines()[:4])
+    assert main(["run", "--grid", str(grid), "--out", str(out)]) == 0
+    assert "0 to run; 16 already finished, skipped" in capsys.readouterr().out
