@@ -379,6 +379,7 @@ def _significance(
         "test": t.paired_test,
         "outcome": outcome,
         "comparisons": len(comps),
+        "verdicts": {k: v for k, v in verdicts.items() if k[0] != "teacher"},
     }
 
 
@@ -503,8 +504,60 @@ def build_tables(
             "primary": primary,
             "teachers": tkeys,
             "published": pub_notes,
+            "published_rows": pub_rows,
             "significance": sg,
         }
+    return out
+
+
+def _published_delta(
+    rows: list[tuple[int, dict[str, Any]]], method: str, plain: str, student: str, primary: str
+) -> str:
+    """The paper's own gain of `method` over its plain student (the row named `plain`,
+    our plain student's label) on `primary`, e.g. '+0.0068 (0.1175 vs 0.1107) [1]', or
+    '' when the paper has no such pair."""
+    model = student.split("(")[0].split(":")[0]
+
+    def figure(label: str) -> tuple[int, float] | None:
+        for note, r in rows:
+            if r["method"] == label.split("(")[0] and r["model"] == model and primary in r["metrics"]:
+                return note, r["metrics"][primary]
+        return None
+
+    mine, base = figure(method), figure(plain)
+    if mine is None or base is None:
+        return ""
+    return f"{mine[1] - base[1]:+.3g} ({mine[1]:g} vs {base[1]:g}) [{mine[0]}]"
+
+
+def verdict_section(t: dict[str, Any]) -> list[str]:
+    """One plain line per distilled or pruned row: does it beat the plain student of its
+    teacher/student, by the table's per-example test after Holm's correction, with the
+    published gain of the same method beside ours where the paper has one."""
+    sg = t.get("significance") or {}
+    verdicts = sg.get("verdicts") or {}
+    if not verdicts:
+        return []
+    name = METRIC_NAMES.get(t["primary"], t["primary"])
+    test = TEST_SHORT.get(sg.get("test") or "", "test")
+    plain = {
+        (r["teacher"], r["student"]): r["method"] for r in t["ok"] if r["distiller"] == r["pruner"] == "none"
+    }
+    out = ["", f"## Does each method beat the plain student? ({name}, {test} with Holm, α 0.05)", ""]
+    for key in sorted(verdicts):
+        tch, stu, method = key
+        c, p_adj, mark = verdicts[key]
+        said = {"▲ ": "**beats the plain student**", "▼ ": "**is worse than the plain student**"}.get(
+            mark, "does not differ significantly from the plain student"
+        )
+        ci = f"[95% CI {c.ci[0]:+.3g}, {c.ci[1]:+.3g}]"
+        line = f"- {method} / {stu}: {said}: Δ {c.delta:+.3g} {ci}, p {_p(p_adj)}"
+        pub = _published_delta(
+            t.get("published_rows") or [], method, plain.get((tch, stu), ""), stu, t["primary"]
+        )
+        if pub:
+            line += f"; published gain {pub}"
+        out.append(line + ".")
     return out
 
 
@@ -604,6 +657,7 @@ def render(dataset: str, task: str, t: dict[str, Any]) -> str:
         )
         out += [f"[{i}] {src}" for i, src in enumerate(t["published"], 1)] + [""]
     out += _lines_about(t["ok"])
+    out += verdict_section(t)
     out += levels_section(t["ok"], t["primary"])
     out += diagnostics_section(t["ok"])
     if t["failed"]:

@@ -299,3 +299,19 @@ def test_ranking_board_tests_per_user_with_win_tie_loss_and_says_the_teacher_is_
     md = render("ml", "ranking", tab)
     assert "- Teacher cdae:teacher is significantly better than the plain student cdae:student" in md
     assert "Smallest detectable difference, cdae:student" in md
+    # the plain verdict, with the paper's own gain of the same method beside ours
+    published = [
+        {
+            "source": "a paper",
+            "dataset": "ml",
+            "task": "ranking",
+            "rows": [
+                {"method": "RD", "model": "cdae", "metrics": {"ndcg@50": 0.112}},
+                {"method": "CDAE", "model": "cdae", "metrics": {"ndcg@50": 0.110}},
+            ],
+        }
+    ]
+    md = render("ml", "ranking", build_tables(records, teachers, published)[("ml", "ranking")])
+    line = next(x for x in md.splitlines() if x.startswith("- RD / cdae:student:"))
+    assert "**is worse than the plain student**: Δ -" in line
+    assert line.endswith("; published gain +0.002 (0.112 vs 0.11) [1].")
