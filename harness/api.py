@@ -10,6 +10,7 @@ Everything here is method-agnostic: the core never names a dataset, model or met
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -70,6 +71,8 @@ class Param:
                 raise UsageError(f"{where}: expected {names}, got {type(value).__name__} {value!r}")
             if float in types and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise UsageError(f"{where}: expected a finite number, got {value!r}")
             if isinstance(value, tuple):
                 value = list(value)
         if self.choices is not None and value not in self.choices:
