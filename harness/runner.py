@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import random
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -330,10 +331,19 @@ def get_teacher(
     model = build_model(config["teacher"], data, config["seed"], device)
     with FileLock(str(folder / f"{key}.lock")):
         if weights.exists() and meta_path.exists():
-            model.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
-            meta = json.loads(meta_path.read_text())
-            meta["cached"] = True
-            return model.eval(), meta
+            try:
+                meta = _load_cached_teacher(model, weights, meta_path, device)
+                return model.eval(), meta
+            except Exception as e:  # a damaged cache heals: set aside, train again
+                moved = _set_aside(weights, meta_path)
+                print(
+                    f"harness: warning: teacher cache {weights} could not be loaded "
+                    f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
+                    f"moved aside to {', '.join(map(str, moved))}; retraining the teacher",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                model = build_model(config["teacher"], data, config["seed"], device)
         budget = config["budget"]
         gen = torch.Generator().manual_seed(config["seed"])
         meter = meter_factory()
@@ -379,12 +389,48 @@ def get_teacher(
         }
         tmp = weights.with_suffix(".pt.tmp")
         torch.save(model.state_dict(), tmp)
+        meta["weights_sha256"] = _sha256(tmp)  # checked before every load
         os.replace(tmp, weights)
         tmp_meta = meta_path.with_suffix(".json.tmp")
         tmp_meta.write_text(json.dumps(meta, indent=1))
         os.replace(tmp_meta, meta_path)
         meta["cached"] = False
         return model.eval(), meta
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _load_cached_teacher(model: nn.Module, weights: Path, meta_path: Path, device: str) -> dict[str, Any]:
+    """Load a cached teacher into `model`; raises when the cache is damaged: unreadable
+    meta, weights whose checksum differs from the one the meta recorded (a partial or
+    altered write), or weights torch cannot load into this architecture."""
+    meta = json.loads(meta_path.read_text())
+    if not isinstance(meta, dict):
+        raise ValueError(f"{meta_path} does not hold a teacher record")
+    want = meta.get("weights_sha256")  # (absent in caches written before checksums)
+    if want is not None and _sha256(weights) != want:
+        raise ValueError(f"{weights} does not match the checksum in {meta_path.name}")
+    model.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
+    meta["cached"] = True
+    return meta
+
+
+def _set_aside(*paths: Path) -> list[Path]:
+    """Rename damaged cache files to NAME.bad-<time> (kept for inspection, never read)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    moved = []
+    for p in paths:
+        if p.exists():
+            target = p.with_name(f"{p.name}.bad-{stamp}")
+            os.replace(p, target)
+            moved.append(target)
+    return moved
 
 
 # --------------------------------------------------------------------------- the cell
