@@ -429,15 +429,29 @@ class Pruner(Component):
 # --------------------------------------------------------------------------- energy
 
 
+#: What an energy reading is: read from a counter; filled from power × time (a window
+#: shorter than the counter's update period); estimated (not a hardware reading); or
+#: unmeasured (joules None: the meter failed or read 0 J over a window with work).
+QUALITIES = ("measured", "filled", "estimated", "unmeasured")
+
+
 @dataclass
 class EnergyReading:
-    """Energy of one window. `estimate` is True when not measured by a hardware counter."""
+    """Energy of one window. `estimate` is True when not measured by a hardware counter;
+    `quality` is one of QUALITIES (default: estimated or measured, from `estimate`);
+    `joules` is None when unmeasured, never a made-up 0."""
 
-    joules: float
+    joules: float | None
     seconds: float
     meter: str
     estimate: bool
     detail: str = ""
+    quality: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.quality:
+            kind = "estimated" if self.estimate else "measured"
+            self.quality = "unmeasured" if self.joules is None else kind
 
 
 class EnergyMeter(ABC):

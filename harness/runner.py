@@ -381,6 +381,7 @@ def get_teacher(
                 "train_j": w.reading.joules,
                 "meter": w.reading.meter,
                 "estimate": w.reading.estimate,
+                "quality": w.reading.quality,
                 "detail": w.reading.detail,
             },
             "times": {"train_s": train_s},
@@ -550,9 +551,11 @@ def _inference_energy(
                 break
     r = w.reading
     samples = passes * n
+    unmeasured = r.joules is None  # (never published as 0)
     return {
-        "inference_j": r.joules / passes,  # one pass over the test split
-        "inference_j_per_1k": 1000.0 * r.joules / max(samples, 1),
+        "inference_j": None if unmeasured else r.joules / passes,  # one pass over the test split
+        "inference_j_per_1k": None if unmeasured else 1000.0 * r.joules / max(samples, 1),
+        "inference_quality": r.quality,
         "inference_passes": passes,
         "inference_s": r.seconds / passes,
         "latency_ms_per_sample": 1000.0 * r.seconds / max(samples, 1),
@@ -635,8 +638,9 @@ def run_cell(config: dict[str, Any], cell_id: str, grid: str, opts: RunOptions) 
                 "train_j": r.joules,
                 "meter": r.meter,
                 "estimate": r.estimate,
+                "quality": r.quality,
                 "detail": r.detail,
-                **{k: v for k, v in inf.items() if "_j" in k},
+                **{k: v for k, v in inf.items() if "_j" in k or k == "inference_quality"},
             },
             times={
                 "train_s": train_s,
