@@ -208,7 +208,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_writable(out)
     db = out / "results.db"
     statuses: dict[str, str] = {}
-    if db.exists():
+    if db.exists() and not (db.is_file() and db.stat().st_size == 0):  # (0 bytes: a run creating it now)
         store = Store.open_existing(db)
         statuses = store.status_of(c.id for c in grid.cells)
         store.close()
