@@ -10,6 +10,7 @@ Everything here is method-agnostic: the core never names a dataset, model or met
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -70,6 +71,8 @@ class Param:
                 raise UsageError(f"{where}: expected {names}, got {type(value).__name__} {value!r}")
             if float in types and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise UsageError(f"{where}: expected a finite number, got {value!r}")
             if isinstance(value, tuple):
                 value = list(value)
         if self.choices is not None and value not in self.choices:
@@ -451,15 +454,29 @@ class Pruner(Component):
 # --------------------------------------------------------------------------- energy
 
 
+#: What an energy reading is: read from a counter; filled from power × time (a window
+#: shorter than the counter's update period); estimated (not a hardware reading); or
+#: unmeasured (joules None: the meter failed or read 0 J over a window with work).
+QUALITIES = ("measured", "filled", "estimated", "unmeasured")
+
+
 @dataclass
 class EnergyReading:
-    """Energy of one window. `estimate` is True when not measured by a hardware counter."""
+    """Energy of one window. `estimate` is True when not measured by a hardware counter;
+    `quality` is one of QUALITIES (default: estimated or measured, from `estimate`);
+    `joules` is None when unmeasured, never a made-up 0."""
 
-    joules: float
+    joules: float | None
     seconds: float
     meter: str
     estimate: bool
     detail: str = ""
+    quality: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.quality:
+            kind = "estimated" if self.estimate else "measured"
+            self.quality = "unmeasured" if self.joules is None else kind
 
 
 class EnergyMeter(ABC):

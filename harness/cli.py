@@ -6,29 +6,46 @@
   harness plugins [--details]
   harness datasets [download NAME [--root DIR]]
 
-Exit codes: 0 success; 1 some cells failed; 2 bad input (one line on stderr, nothing
-written); 130 interrupted (finished cells are kept; rerun to continue).
+Exit codes: 0 success; 1 some cells failed; 2 bad input or environment (one line on
+stderr, nothing written); 70 a crash of the harness itself (one line naming the log
+with the traceback; --debug prints it); 130 interrupted (finished cells are kept; rerun
+to continue).
+
+Heavy modules (torch, the plugins) are imported only when a command needs them, so a
+bad grid file or flag is refused at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import shlex
+import sqlite3
 import sys
+import tempfile
 import time
+import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tabulate import tabulate
 
 from . import __version__
 from .errors import HarnessError, PluginError, UsageError
-from .executor import execute
-from .grid import Grid, load_grid
-from .leaderboard import write_leaderboards
-from .plugins import call_lifecycle, get_registry
-from .runner import RunOptions, base_record, method_label, resolve_device
+from .gridfile import load_yaml
 from .store import FINISHED, Store
+
+if TYPE_CHECKING:
+    from .grid import Grid
+
+#: Exit code of a crash (an exception the harness did not expect): sysexits' EX_SOFTWARE,
+#: distinct from 1 ("some cells failed") so a script never mistakes one for the other.
+EXIT_CRASH = 70
+
+#: OSError codes that are the environment's problem (a full disk, no permission, a
+#: read-only file system), reported as bad input: one line, exit 2.
+ENV_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST}
 
 
 class Parser(argparse.ArgumentParser):
@@ -42,9 +59,12 @@ def _parser() -> argparse.ArgumentParser:
         description="Benchmark compression of recommender and vision models by distillation and pruning.",
     )
     p.add_argument("--version", action="version", version=f"harness {__version__}")
+    p.add_argument("--debug", action="store_true", help="on a crash, print the traceback on screen")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=Parser)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
-    r = sub.add_parser("run", help="run every cell of a grid not yet finished")
+    r = sub.add_parser("run", parents=[common], help="run every cell of a grid not yet finished")
     r.add_argument("--grid", required=True, help="grid YAML file (see docs/grid.md)")
     r.add_argument("--section", help="one of the grid's sections (e.g. cpu), merged over the rest")
     r.add_argument("--out", help="output folder (default: runs/<grid name>)")
@@ -58,25 +78,27 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("-j", "--jobs", type=int, default=1, help="worker processes (default 1)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
 
-    ls = sub.add_parser("list", help="show cells and their status")
+    ls = sub.add_parser("list", parents=[common], help="show cells and their status")
     ls.add_argument("--results", help="results.db of a run")
     ls.add_argument("--grid", help="a grid file; its default results.db is used")
     ls.add_argument("--section", help="with --grid: the section that was run")
     ls.add_argument("--out", help="with --grid: the run's output folder")
     ls.add_argument("--status", choices=["ok", "failed", "skipped"])
 
-    lb = sub.add_parser("leaderboard", help="write leaderboard markdown from a results.db")
+    lb = sub.add_parser("leaderboard", parents=[common], help="write leaderboard markdown from a results.db")
     lb.add_argument("--results", required=True, help="results.db of a run")
     lb.add_argument("--out", required=True, help="folder for the markdown")
     lb.add_argument("--grid", help="a grid file whose `published` figures are shown beside ours")
 
-    ds = sub.add_parser("datasets", help="list datasets, whether their data is present and where")
+    ds = sub.add_parser(
+        "datasets", parents=[common], help="list datasets, whether their data is present and where"
+    )
     ds_sub = ds.add_subparsers(dest="ds_cmd", parser_class=Parser)
     dl = ds_sub.add_parser("download", help="fetch a dataset's data (needs internet)")
     dl.add_argument("name", help="a registered dataset, e.g. cifar100")
     dl.add_argument("--root", help="folder to put it in (the dataset's root option)")
 
-    pl = sub.add_parser("plugins", help="list plugins and what they register")
+    pl = sub.add_parser("plugins", parents=[common], help="list plugins and what they register")
     pl.add_argument(
         "--details",
         action="store_true",
@@ -127,25 +149,66 @@ def _summary_line(record: dict[str, Any]) -> str:
     test = record["metrics"]["test"]
     metric = "  ".join(f"{k} {v:.4g}" for k, v in list(test.items())[:2])
     e = record["energy"]
-    est = " est." if e["estimate"] else ""
+    est = " est." if e["estimate"] else (" filled" if e.get("quality") == "filled" else "")
+    joules = "unmeasured" if e["train_j"] is None else f"{e['train_j']:.3g} J{est}"
     return (
         f"{metric}  params {record['size']['params']:,}  "
-        f"train {record['times']['train_s']:.1f}s {e['train_j']:.3g} J{est} ({e['meter']})"
+        f"train {record['times']['train_s']:.1f}s {joules} ({e['meter']})"
     )
 
 
+#: Where a crash's traceback goes: the run's output folder once it exists, else a temp file.
+_CRASH_DIR: Path | None = None
+
+
+def _check_writable(out: Path, flag: str = "--out") -> None:
+    """UsageError unless `out` is (or can be created as) a folder this process may write."""
+    if out.exists():
+        if not out.is_dir():
+            raise UsageError(f"{flag} {out}: exists and is not a folder")
+        probe = out
+    else:
+        probe = out.absolute().parent
+        while not probe.exists():
+            probe = probe.parent
+        if not probe.is_dir():
+            raise UsageError(f"{flag} {out}: {probe} is a file, not a folder")
+    try:
+        read_only = bool(os.statvfs(probe).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        read_only = False
+    if read_only:
+        raise UsageError(f"{flag} {out}: {probe} is on a read-only file system")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {out}: no permission to write in {probe}")
+
+
+def _mkdir(out: Path, flag: str = "--out") -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"{flag} {out}: cannot create the folder: {e.strerror or e}") from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    global _CRASH_DIR
     if args.jobs < 1:
         raise UsageError(f"-j {args.jobs}: need at least 1 worker")
+    doc = load_yaml(args.grid)  # (refuses a bad file before torch and the plugins load)
+    from .executor import execute
+    from .grid import load_grid
+    from .leaderboard import write_leaderboards
+    from .plugins import call_lifecycle, get_registry
+    from .runner import RunOptions, base_record, method_label, resolve_device
+
     registry = get_registry()
-    grid = load_grid(args.grid, registry, args.section)
+    grid = load_grid(args.grid, registry, args.section, doc=doc)
     device = resolve_device(args.device)
     out = _out_dir(grid.name, args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out}: exists and is not a folder")
+    _check_writable(out)
     db = out / "results.db"
     statuses: dict[str, str] = {}
-    if db.exists():
+    if db.exists() and not (db.is_file() and db.stat().st_size == 0):  # (0 bytes: a run creating it now)
         store = Store.open_existing(db)
         statuses = store.status_of(c.id for c in grid.cells)
         store.close()
@@ -175,7 +238,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         return 0
 
-    out.mkdir(parents=True, exist_ok=True)
+    _mkdir(out)
+    _CRASH_DIR = out
     store = Store(db)
     command = (
         "harness run --grid "
@@ -210,14 +274,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     if grid.skipped:
         msg += f"; {len(grid.skipped)} skipped (incompatible or data missing)"
     print(msg + f"; device {device}; output {out}", flush=True)
+    reasons: dict[str, int] = {}
+    for c in grid.skipped:
+        reasons[c.skip or ""] = reasons.get(c.skip or "", 0) + 1
+    for why, n in reasons.items():
+        print(f"  skipped {n} cell{'s' * (n != 1)}: {why}", flush=True)
 
     counts = {"ok": 0, "failed": 0}
     hook_errors: list[str] = []
     width = len(str(len(todo)))
+    elsewhere: list[str] = []
+    started = time.time()
+
+    def claim(cell: Any) -> bool:
+        why = store.claim(cell.id, started)
+        if why is not None:
+            d = cell.describe()
+            elsewhere.append(why)
+            print(f"  passed over {d['student']} {d['distiller']} seed {d['seed']}: {why}", flush=True)
+        return why is None
 
     def on_record(record: dict[str, Any], _i: int) -> None:
         record["command"] = command
         store.put(record)
+        store.release(record["id"])
         counts[record["status"]] = counts.get(record["status"], 0) + 1
         n = counts["ok"] + counts["failed"]
         d = f"{record['dataset']} {record['student']} {record['method']} seed {record['seed']}"
@@ -231,9 +311,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     interrupted = False
     try:
-        execute(todo, grid.name, opts, args.jobs, on_record)
+        execute(todo, grid.name, opts, args.jobs, on_record, claim)
     except KeyboardInterrupt:
         interrupted = True
+    finally:
+        store.release()  # (cells not run are free for the next run at once)
     paths = write_leaderboards(store.records(), store.teachers(), out / "leaderboards", grid.published)
     store.close()
     summary = {
@@ -243,14 +325,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         "failed": counts["failed"],
         "skipped": len(grid.skipped),
         "already_done": len(done),
+        "elsewhere": len(elsewhere),
     }
     hook_errors.extend(call_lifecycle("harness_grid_finished", summary=summary, out_dir=str(out)))
     for e in hook_errors:
         print(f"harness: warning: {e}", file=sys.stderr)
     print(
         f"ran {summary['ran']} cells: {counts['ok']} ok, {counts['failed']} failed; "
-        f"{len(done)} already finished; {len(grid.skipped)} skipped. "
-        f"Leaderboards: {out / 'leaderboards'} ({len(paths)} files)"
+        f"{len(done)} already finished; {len(grid.skipped)} skipped"
+        + (f"; {len(elsewhere)} run by another process on this folder" if elsewhere else "")
+        + f". Leaderboards: {out / 'leaderboards'} ({len(paths)} files)"
     )
     if interrupted:
         print("interrupted: finished cells are stored; run the same command to continue", file=sys.stderr)
@@ -265,13 +349,21 @@ def _open_results(args: argparse.Namespace) -> Store:
     if args.results:
         return Store.open_existing(args.results)
     if args.grid:
-        grid = load_grid(args.grid, get_registry(), args.section)
+        from .grid import load_grid
+        from .plugins import get_registry
+
+        doc = load_yaml(args.grid)
+        grid = load_grid(args.grid, get_registry(), args.section, doc=doc)
         return Store.open_existing(_out_dir(grid.name, args.out) / "results.db")
     raise UsageError("harness list: give --results DB or --grid FILE")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     store = _open_results(args)
+    if store.count() == 0:
+        store.close()
+        print(f"no results in {store.path}")
+        return 0
     rows = [
         [
             r["id"][:8],
@@ -298,16 +390,33 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    published = load_grid(args.grid, get_registry()).published if args.grid else None
+    published = None
+    if args.grid:
+        from .grid import load_grid
+        from .plugins import get_registry
+
+        doc = load_yaml(args.grid)
+        published = load_grid(args.grid, get_registry(), doc=doc).published
     store = Store.open_existing(args.results)
-    paths = write_leaderboards(store.records(), store.teachers(), args.out, published)
+    if store.count() == 0:
+        store.close()
+        print(f"no results in {store.path}: nothing written")
+        return 0
+    out = Path(args.out)
+    _check_writable(out)
+    from .leaderboard import write_leaderboards
+
+    records, teachers = store.records(), store.teachers()
     store.close()
-    for p in paths:
+    _mkdir(out)
+    for p in write_leaderboards(records, teachers, out, published):
         print(p)
     return 0
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
+    from .plugins import get_registry
+
     reg = get_registry()
     rows = []
     for info in reg.infos.values():
@@ -341,6 +450,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
+    from .plugins import get_registry
+
     reg = get_registry()
     if args.ds_cmd == "download":
         cls = reg.get("dataset", args.name, "harness datasets download")
@@ -379,16 +490,68 @@ COMMANDS = {
 }
 
 
+def _crash(e: BaseException, debug: bool) -> int:
+    """One line for an unexpected exception, the traceback in a log file (or on screen
+    with --debug); exit EXIT_CRASH."""
+    tb = "".join(traceback.format_exception(e))
+    where = f"{type(e).__name__}: {e}".splitlines()[0][:300] if str(e) else type(e).__name__
+    if debug:
+        sys.stderr.write(tb)
+        print(f"harness: crashed ({where}); the traceback is above", file=sys.stderr)
+        return EXIT_CRASH
+    log = None
+    for folder in (_CRASH_DIR, Path(tempfile.gettempdir())):
+        if folder is None:
+            continue
+        try:
+            log = folder / f"harness-crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+            log.write_text(f"harness {__version__}: {' '.join(map(shlex.quote, sys.argv))}\n\n{tb}")
+            break
+        except OSError:
+            log = None
+    see = f"traceback in {log}" if log else "rerun with --debug for the traceback"
+    print(f"harness: crashed ({where}); {see}; please report it", file=sys.stderr)
+    return EXIT_CRASH
+
+
+def _environment_error(e: OSError | sqlite3.OperationalError) -> str | None:
+    """The one line for an environment problem (full disk, no permission), else None."""
+    if isinstance(e, OSError):
+        if e.errno in ENV_ERRNOS:
+            return f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}"
+        return None
+    text = str(e)
+    if any(w in text for w in ("readonly", "disk", "locked", "unable to open", "full")):
+        return f"the results database: {text}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("HARNESS_DEBUG") == "1"
     try:
         args = _parser().parse_args(argv)
         return COMMANDS[args.cmd](args)
     except (UsageError, PluginError) as e:
-        print(f"harness: error: {e}", file=sys.stderr)
+        print(f"harness: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 2
     except HarnessError as e:
         print(f"harness: error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (OSError, sqlite3.OperationalError) as e:
+        line = _environment_error(e)
+        if line is None:
+            return _crash(e, debug)
+        print(f"harness: error: {line}", file=sys.stderr)
+        return 2
+    except Exception as e:  # a bug: one line, never a traceback on screen unless asked
+        return _crash(e, debug)
+    finally:
+        global _CRASH_DIR
+        _CRASH_DIR = None
 
 
 if __name__ == "__main__":

@@ -2,11 +2,17 @@
 
 The meters themselves are plugins (`harness_register_energy_meters`); the built-in ones
 live in plugins/harness_energy (NVML energy counter, NVML power sampling, RAPL, and a
-CPU-time estimate). Every reading names its meter and says whether it is an estimate.
+CPU-time estimate). Every reading names its meter and says whether it is measured,
+filled (power × time over a window shorter than the counter's update period), estimated
+or unmeasured. A window is never published as 0 J: a reading of exactly 0 J (or less,
+or not a number) over a window that did work is recorded as unmeasured (joules None),
+the failure mode of meters that report 0 silently when a counter does not advance.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -54,4 +60,19 @@ class Window:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.reading = self.meter.end()
+        self.reading = trusted(self.meter.end())
+
+
+def trusted(r: EnergyReading) -> EnergyReading:
+    """The reading, or an unmeasured one when its joules cannot be true: 0 J (or
+    negative, or NaN) over a window that lasted any time at all."""
+    if r.joules is None:
+        return replace(r, quality="unmeasured")
+    if r.seconds > 0 and (not math.isfinite(r.joules) or r.joules <= 0):
+        return replace(
+            r,
+            joules=None,
+            quality="unmeasured",
+            detail=f"{r.detail}; read {r.joules:g} J over {r.seconds:.3g} s of work: refused (unmeasured)",
+        )
+    return r

@@ -11,15 +11,16 @@ import copy
 import hashlib
 import itertools
 import json
-from collections.abc import Iterable
+import math
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .api import Param
 from .errors import UsageError, closest
+from .gridfile import Located, load_yaml
 from .plugins import Registry
 
 TOP_KEYS = {
@@ -116,72 +117,38 @@ ENERGY = {
     ),
 }
 
+#: What each budget/train/energy value may be, beyond its type: (test, what is allowed).
+#: Checked when the grid loads, so that e.g. `epochs: 0` (an untrained model recorded as
+#: ok) or a negative learning rate is a validation error, not a wrong or failed run.
+BOUNDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "epochs": (lambda v: v >= 1, "an int >= 1"),
+    "teacher_epochs": (lambda v: v is None or v >= 1, "an int >= 1"),
+    "batch_size": (lambda v: v >= 1, "an int >= 1"),
+    "eval_batch_size": (lambda v: v >= 1, "an int >= 1"),
+    "lr": (lambda v: v > 0, "a number > 0"),
+    "weight_decay": (lambda v: v >= 0, "a number >= 0"),
+    "momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "gamma": (lambda v: v > 0, "a number > 0"),
+    "grad_clip": (lambda v: v is None or v > 0, "a number > 0 (or null for none)"),
+    "milestones": (
+        lambda v: all(isinstance(m, int) and not isinstance(m, bool) and m >= 0 for m in v),
+        "a list of ints >= 0 (epochs)",
+    ),
+    "inference_min_seconds": (lambda v: 0 <= v <= 3600, "seconds, 0 to 3600"),
+    "cpu_watts_per_core": (lambda v: v is None or v > 0, "watts > 0 (or null for the meter's)"),
+}
+
+#: At most this many cells per grid (after every list is expanded): a typo such as
+#: `seeds: 1000000` is an error, not a plan that never ends.
+MAX_CELLS = 100_000
+
+#: A grid's name names its output folder: letters, digits and . _ - + =, starting with a
+#: letter or digit (so never "", ".", ".." or a path).
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,119}")
+
 #: Config sections that change how a cell is measured, not what it computes: kept in
 #: the record but left out of the cell's id, so changing them does not rerun cells.
 NOT_HASHED = ("energy",)
-
-
-# --------------------------------------------------------------------------- YAML
-
-
-class Located:
-    """A loaded YAML document plus the line of every key/item, for error messages."""
-
-    def __init__(self, path: str, data: Any, lines: dict[tuple, int]) -> None:
-        self.path = path
-        self.data = data
-        self.lines = lines
-
-    def where(self, *keys: Any) -> str:
-        """'FILE:LINE: a.b[0].c' for a path into the document."""
-        path = tuple(keys)
-        while path and path not in self.lines:
-            path = path[:-1]
-        line = self.lines.get(path, 1)
-        return f"{self.path}:{line}: {dotted(keys)}" if keys else f"{self.path}:{line}"
-
-
-def dotted(keys: Iterable[Any]) -> str:
-    out = ""
-    for k in keys:
-        out += f"[{k}]" if isinstance(k, int) else (f".{k}" if out else str(k))
-    return out
-
-
-def _lines(node: yaml.Node, path: tuple, out: dict[tuple, int]) -> None:
-    out.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            key = yaml.safe_load(yaml.serialize(k)) if isinstance(k, yaml.ScalarNode) else str(k)
-            out[path + (key,)] = k.start_mark.line + 1
-            _lines(v, path + (key,), out)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, v in enumerate(node.value):
-            out[path + (i,)] = v.start_mark.line + 1
-            _lines(v, path + (i,), out)
-
-
-def load_yaml(path: str | Path) -> Located:
-    p = Path(path)
-    if not p.exists():
-        raise UsageError(f"{p}: grid file not found")
-    if p.is_dir():
-        raise UsageError(f"{p}: is a directory, not a grid file")
-    text = p.read_text(encoding="utf-8")
-    try:
-        data = yaml.safe_load(text)
-        node = yaml.compose(text)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark else 1
-        what = (e.problem or e.context or "invalid YAML").strip()
-        raise UsageError(f"{p}:{line}: YAML syntax error: {what}") from None
-    except yaml.YAMLError as e:
-        raise UsageError(f"{p}: YAML error: {e}") from None
-    lines: dict[tuple, int] = {}
-    if node is not None:
-        _lines(node, (), lines)
-    return Located(str(p), data, lines)
 
 
 # --------------------------------------------------------------------------- cells
@@ -287,6 +254,8 @@ def _section(doc: Located, key: str | tuple, schema: dict[str, Param], value: An
                 + (closest(str(k), schema) or f" (known: {', '.join(schema)})")
             )
         out[k] = schema[k].coerce(v, doc.where(*path, k))
+        if k in BOUNDS and not BOUNDS[k][0](out[k]):
+            raise UsageError(f"{doc.where(*path, k)}: {out[k]!r} is not allowed; expected {BOUNDS[k][1]}")
     return out
 
 
@@ -322,7 +291,7 @@ def _named(doc: Located, path: tuple, entry: Any, name_key: str) -> tuple[str, d
     )
 
 
-def _expand_options(cls: Any, options: dict[str, Any]) -> list[dict[str, Any]]:
+def _expand_options(cls: Any, options: dict[str, Any], where: str) -> list[dict[str, Any]]:
     """Options whose value is a list, for a param that does not take a list, expand into
     one variant per value (every combination)."""
     sweep = {}
@@ -330,7 +299,11 @@ def _expand_options(cls: Any, options: dict[str, Any]) -> list[dict[str, Any]]:
         p = cls.params.get(k)
         takes_list = p is not None and (types := p.accepted()) is not None and list in types
         if isinstance(v, list) and p is not None and not takes_list:
+            if not v:
+                raise UsageError(f"{where}: {k}: an empty list (sweeps nothing); give one value or more")
             sweep[k] = v
+    if math.prod(len(v) for v in sweep.values()) > MAX_CELLS:
+        raise UsageError(f"{where}: these option lists expand to more than {MAX_CELLS:,} variants")
     keys = list(sweep)
     return [
         {**options, **dict(zip(keys, combo, strict=True))}
@@ -338,10 +311,13 @@ def _expand_options(cls: Any, options: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def load_grid(path: str | Path, registry: Registry, section: str | None = None) -> Grid:
+def load_grid(
+    path: str | Path, registry: Registry, section: str | None = None, doc: Located | None = None
+) -> Grid:
     """Load, validate and expand a grid file (raises UsageError on any problem);
-    `section` picks one of its `sections` (merged over the rest)."""
-    doc = load_yaml(path)
+    `section` picks one of its `sections` (merged over the rest); `doc`: the file as
+    already read by gridfile.load_yaml."""
+    doc = doc if doc is not None else load_yaml(path)
     apply_section(doc, section)
     data = doc.data
     if data is None:
@@ -352,8 +328,11 @@ def load_grid(path: str | Path, registry: Registry, section: str | None = None) 
         if k not in TOP_KEYS:
             raise UsageError(f"{doc.where(k)}: unknown key {k!r}" + (closest(str(k), TOP_KEYS) or ""))
     name = data.get("name", Path(path).stem)
-    if not isinstance(name, str) or not name or "/" in name:
-        raise UsageError(f"{doc.where('name')}: expected a simple name, got {name!r}")
+    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name):
+        raise UsageError(
+            f"{doc.where('name')}: {name!r} cannot name the output folder; use letters, digits and "
+            ". _ - + = (starting with a letter or digit, at most 120)"
+        )
     description = data.get("description", "")
     if not isinstance(description, str):
         raise UsageError(f"{doc.where('description')}: expected text")
@@ -367,8 +346,8 @@ def load_grid(path: str | Path, registry: Registry, section: str | None = None) 
 
     seeds_raw = data.get("seeds", [0])
     if isinstance(seeds_raw, int) and not isinstance(seeds_raw, bool):
-        if seeds_raw < 1:
-            raise UsageError(f"{doc.where('seeds')}: the number of seeds must be at least 1")
+        if not 1 <= seeds_raw <= MAX_CELLS:
+            raise UsageError(f"{doc.where('seeds')}: the number of seeds must be 1 to {MAX_CELLS:,}")
         seeds = list(range(seeds_raw))
     else:
         seeds = _as_list(doc, "seeds", seeds_raw)
@@ -398,7 +377,7 @@ def load_grid(path: str | Path, registry: Registry, section: str | None = None) 
                 f"(it has: {', '.join(sorted(cls.tasks))})"
             )
         shown = [k for k in cls.params if k in opts]
-        for variant in _expand_options(cls, opts):
+        for variant in _expand_options(cls, opts, where):
             params = cls.resolve_params(variant, where)
             absent = cls(**params).missing()  # data not on disk: its cells are skipped
             datasets.append(({"name": dname, "params": params, "shown": shown}, task, absent))
@@ -410,6 +389,8 @@ def load_grid(path: str | Path, registry: Registry, section: str | None = None) 
         if raw is None:
             raise UsageError(f"{doc.where()}: missing required key {role!r}")
         entries = raw if isinstance(raw, list) else [raw]
+        if not entries:
+            raise UsageError(f"{doc.where(role)}: an empty list; give at least one {role} model")
         for i, entry in enumerate(entries):
             path = (role, i) if isinstance(raw, list) else (role,)
             mname, opts = _named(doc, path, entry, "model")
@@ -427,7 +408,7 @@ def load_grid(path: str | Path, registry: Registry, section: str | None = None) 
                         )
                     )
                 base = copy.deepcopy(cls.presets[preset])
-            for variant in _expand_options(cls, opts):
+            for variant in _expand_options(cls, opts, where):
                 params = cls.resolve_params({**base, **variant}, where)
                 out.append(
                     {
@@ -451,7 +432,7 @@ def load_grid(path: str | Path, registry: Registry, section: str | None = None) 
             mname, opts = _named(doc, path, entry, "name")
             cls = registry.get(kind, mname, doc.where(*path))
             merged = {**hparams.get(mname, {}), **opts}
-            for variant in _expand_options(cls, merged):
+            for variant in _expand_options(cls, merged, doc.where(*path)):
                 out.append(
                     {
                         "name": mname,
@@ -532,6 +513,9 @@ def load_grid(path: str | Path, registry: Registry, section: str | None = None) 
         pairs = list(zip(teachers, students, strict=True))
     else:
         pairs = list(itertools.product(teachers, students))
+    n_cells = len(datasets) * len(pairs) * len(distillers) * len(pruners) * len(seeds)
+    if n_cells > MAX_CELLS:
+        raise UsageError(f"{doc.path}:1: the grid expands to {n_cells:,} cells, more than {MAX_CELLS:,}")
     cells = []
     for (ds, task, absent), (teacher, student), dist, prune, seed in itertools.product(
         datasets, pairs, distillers, pruners, seeds

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import random
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -389,13 +390,22 @@ def get_teacher(
     model = build_model(config["teacher"], data, config["seed"], device)
     with FileLock(str(folder / f"{key}.lock")):
         if weights.exists() and meta_path.exists():
-            model.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
-            meta = json.loads(meta_path.read_text())
-            meta["cached"] = True
-            if outcomes_path.exists():  # (absent in caches written before outcomes were kept)
-                with np.load(outcomes_path, allow_pickle=False) as z:
-                    meta["outcomes"] = {"test": {k: z[k] for k in z.files}}
-            return model.eval(), meta
+            try:
+                meta = _load_cached_teacher(model, weights, meta_path, device)
+                if outcomes_path.exists():  # (absent in caches written before outcomes were kept)
+                    with np.load(outcomes_path, allow_pickle=False) as z:
+                        meta["outcomes"] = {"test": {k: z[k] for k in z.files}}
+                return model.eval(), meta
+            except Exception as e:  # a damaged cache heals: set aside, train again
+                moved = _set_aside(weights, meta_path)
+                print(
+                    f"harness: warning: teacher cache {weights} could not be loaded "
+                    f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
+                    f"moved aside to {', '.join(map(str, moved))}; retraining the teacher",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                model = build_model(config["teacher"], data, config["seed"], device)
         budget = config["budget"]
         gen = torch.Generator().manual_seed(config["seed"])
         meter = meter_factory()
@@ -433,6 +443,7 @@ def get_teacher(
                 "train_j": w.reading.joules,
                 "meter": w.reading.meter,
                 "estimate": w.reading.estimate,
+                "quality": w.reading.quality,
                 "detail": w.reading.detail,
             },
             "times": {"train_s": train_s},
@@ -445,6 +456,7 @@ def get_teacher(
         os.replace(tmp_out, outcomes_path)
         tmp = weights.with_suffix(".pt.tmp")
         torch.save(model.state_dict(), tmp)
+        meta["weights_sha256"] = _sha256(tmp)  # checked before every load
         os.replace(tmp, weights)
         tmp_meta = meta_path.with_suffix(".json.tmp")
         tmp_meta.write_text(json.dumps(meta, indent=1))
@@ -452,6 +464,41 @@ def get_teacher(
         meta["cached"] = False
         meta["outcomes"] = {"test": outcomes}  # (to the store's outcomes table, not its JSON)
         return model.eval(), meta
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _load_cached_teacher(model: nn.Module, weights: Path, meta_path: Path, device: str) -> dict[str, Any]:
+    """Load a cached teacher into `model`; raises when the cache is damaged: unreadable
+    meta, weights whose checksum differs from the one the meta recorded (a partial or
+    altered write), or weights torch cannot load into this architecture."""
+    meta = json.loads(meta_path.read_text())
+    if not isinstance(meta, dict):
+        raise ValueError(f"{meta_path} does not hold a teacher record")
+    want = meta.get("weights_sha256")  # (absent in caches written before checksums)
+    if want is not None and _sha256(weights) != want:
+        raise ValueError(f"{weights} does not match the checksum in {meta_path.name}")
+    model.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
+    meta["cached"] = True
+    return meta
+
+
+def _set_aside(*paths: Path) -> list[Path]:
+    """Rename damaged cache files to NAME.bad-<time> (kept for inspection, never read)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    moved = []
+    for p in paths:
+        if p.exists():
+            target = p.with_name(f"{p.name}.bad-{stamp}")
+            os.replace(p, target)
+            moved.append(target)
+    return moved
 
 
 # --------------------------------------------------------------------------- the cell
@@ -571,9 +618,11 @@ def _inference_energy(
                 break
     r = w.reading
     samples = passes * n
+    unmeasured = r.joules is None  # (never published as 0)
     return {
-        "inference_j": r.joules / passes,  # one pass over the test split
-        "inference_j_per_1k": 1000.0 * r.joules / max(samples, 1),
+        "inference_j": None if unmeasured else r.joules / passes,  # one pass over the test split
+        "inference_j_per_1k": None if unmeasured else 1000.0 * r.joules / max(samples, 1),
+        "inference_quality": r.quality,
         "inference_passes": passes,
         "inference_s": r.seconds / passes,
         "latency_ms_per_sample": 1000.0 * r.seconds / max(samples, 1),
@@ -659,8 +708,9 @@ def run_cell(config: dict[str, Any], cell_id: str, grid: str, opts: RunOptions) 
                 "train_j": r.joules,
                 "meter": r.meter,
                 "estimate": r.estimate,
+                "quality": r.quality,
                 "detail": r.detail,
-                **{k: v for k, v in inf.items() if "_j" in k},
+                **{k: v for k, v in inf.items() if "_j" in k or k == "inference_quality"},
             },
             times={
                 "train_s": train_s,

@@ -11,21 +11,31 @@ Tables:
         np.savez_compressed bytes of {outcome name: array}; written in the cell's
         transaction, so an interrupted grid keeps them for every stored cell.
   meta(key, value): schema version.
+  claims(id, pid, host, started): the cells a live run is computing now, so that two
+        runs on one folder share the work; a claim whose process is gone is taken over.
 
 A record's "outcomes" ({split: {name: array}}; also its "teacher_run"'s) goes to the
 outcomes table, not into the record's JSON; `records()` and `teachers()` put it back.
+
+Read-only commands open the file with SQLite's mode=ro, so they never change it, and
+refuse a file that is not a harness store.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
+import socket
 import sqlite3
+import time
+import urllib.parse
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 
 SCHEMA_VERSION = "1"
 
@@ -63,6 +73,27 @@ COLUMNS = (
 
 FINISHED = ("ok", "failed")
 
+CLAIMS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS claims (id TEXT PRIMARY KEY, pid INTEGER, host TEXT, started REAL);
+"""
+
+#: A claim made on another host cannot be checked for a live process; it is taken over
+#: when older than this (seconds).
+FOREIGN_CLAIM_TTL = 24 * 3600.0
+
+
+def _claim_alive(pid: int, host: str, started: float) -> bool:
+    """Whether the process that made a claim still runs: on this host by pid and start
+    time (a recycled pid started after the claim is another process); elsewhere by age."""
+    if host != socket.gethostname():
+        return time.time() - started < FOREIGN_CLAIM_TTL
+    try:
+        return psutil.Process(pid).create_time() <= started + 1.0
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return False
+    except psutil.Error:
+        return True  # (another user's process: assume it is the run)
+
 
 def pack_outcomes(arrays: dict[str, np.ndarray]) -> bytes:
     buf = io.BytesIO()
@@ -80,27 +111,79 @@ def _without_outcomes(d: dict[str, Any]) -> dict[str, Any]:
 
 
 class Store:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, readonly: bool = False) -> None:
         self.path = Path(path)
+        if readonly:  # SQLite refuses every write on this connection
+            uri = "file:" + urllib.parse.quote(str(self.path.resolve())) + "?mode=ro"
+            self.conn = sqlite3.connect(uri, uri=True, timeout=30)
+            self.conn.row_factory = sqlite3.Row
+            return
         self.conn = sqlite3.connect(self.path, timeout=30)
         self.conn.row_factory = sqlite3.Row
         with self.conn:
             self.conn.executescript(SCHEMA)
+            self.conn.executescript(CLAIMS_SCHEMA)
             self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
 
     @classmethod
     def open_existing(cls, path: str | Path) -> Store:
+        """Open a results database read-only; UsageError unless it is a harness store."""
         from .errors import UsageError
 
         p = Path(path)
         if not p.is_file():
             raise UsageError(f"{p}: results database not found")
+        if p.stat().st_size == 0:
+            raise UsageError(f"{p}: an empty file, not a harness results database")
         try:
-            store = cls(p)
-            store.conn.execute("SELECT count(*) FROM cells").fetchone()
+            store = cls(p, readonly=True)
         except sqlite3.DatabaseError as e:
+            raise UsageError(f"{p}: cannot open the results database ({e})") from None
+        try:
+            tables = {r[0] for r in store.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            schema = None
+            if {"meta", "cells", "teachers"} <= tables:
+                row = store.conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+                schema = row[0] if row else None
+        except sqlite3.DatabaseError as e:
+            store.close()
             raise UsageError(f"{p}: not a harness results database ({e})") from None
+        if schema is None:
+            store.close()
+            raise UsageError(f"{p}: not a harness results database (no harness tables in it)")
         return store
+
+    def count(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM cells").fetchone()[0]
+
+    def claim(self, cell_id: str, since: float) -> str | None:
+        """Claim a cell before it runs: None when this process now holds it, else why
+        not (another run finished it after `since`, or a live process holds it)."""
+        me = (os.getpid(), socket.gethostname())
+        self.conn.execute("BEGIN IMMEDIATE")  # one claimant at a time across processes
+        try:
+            row = self.conn.execute("SELECT status, finished FROM cells WHERE id = ?", (cell_id,)).fetchone()
+            if row is not None and row["status"] in FINISHED and (row["finished"] or 0) >= since:
+                return f"{row['status']} in another run"
+            c = self.conn.execute("SELECT pid, host, started FROM claims WHERE id = ?", (cell_id,)).fetchone()
+            theirs = c is not None and (c["pid"], c["host"]) != me
+            if theirs and _claim_alive(c["pid"], c["host"], c["started"]):
+                return f"running in another run (pid {c['pid']} on {c['host']})"
+            self.conn.execute(
+                "INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?)", (cell_id, me[0], me[1], time.time())
+            )
+            return None
+        finally:
+            self.conn.commit()
+
+    def release(self, cell_id: str | None = None) -> None:
+        """Drop this process's claim on a cell (or, with None, all of its claims)."""
+        me = (os.getpid(), socket.gethostname())
+        with self.conn:
+            if cell_id is None:
+                self.conn.execute("DELETE FROM claims WHERE pid = ? AND host = ?", me)
+            else:
+                self.conn.execute("DELETE FROM claims WHERE id = ? AND pid = ? AND host = ?", (cell_id, *me))
 
     def close(self) -> None:
         self.conn.close()

@@ -72,12 +72,13 @@ CUDA = torch.device("cuda", 0)
 def test_nvml_energy_counter_reads_the_delta_after_syncing(fake_gpu):
     assert meters.NvmlEnergyCounter.unavailable(CUDA) is None
     m = meters.NvmlEnergyCounter(CUDA)
+    m.update_s = 0.0  # (this window is instantaneous; filling short windows is tested below)
     assert m.handle == ("gpu", "00000000:3B:00.0")
     m.begin()
     fake_gpu.energy_mj += 12_345  # the GPU spent 12.345 J
     r = m.end()
     assert r.joules == pytest.approx(12.345)
-    assert r.meter == "nvml-energy" and not r.estimate
+    assert r.meter == "nvml-energy" and not r.estimate and r.quality == "measured"
     assert len(fake_gpu.syncs) == 2  # synchronised at both ends of the window
 
 
@@ -169,3 +170,98 @@ def test_explicit_meter_choice_must_be_available():
 
     with pytest.raises(UsageError, match="'nvml-energy' is not available on cpu"):
         energy.select_meter(get_registry(), torch.device("cpu"), "nvml-energy")
+
+
+# ----- readings that cannot lie: short windows, stale counters, wraps, permissions
+
+
+def test_nvml_short_window_is_filled_from_power_and_marked(fake_gpu):
+    m = meters.NvmlEnergyCounter(CUDA)  # update_s 0.1: an inference pass can be shorter
+    m.begin()
+    fake_gpu.energy_mj += 0  # the counter has not updated yet
+    r = energy.trusted(m.end())
+    assert r.seconds < m.update_s
+    assert r.quality == "filled" and r.joules == pytest.approx(150.0 * r.seconds, rel=1e-6)
+    assert "filled from power 150.0 W" in r.detail
+
+
+def test_nvml_stale_counter_on_a_long_window_is_filled_not_zero(fake_gpu):
+    m = meters.NvmlEnergyCounter(CUDA)
+    m.update_s = 0.02
+    m.begin()
+    time.sleep(0.05)  # work, but the counter never advanced (CodeCarbon's silent 0 kWh)
+    r = energy.trusted(m.end())
+    assert r.quality == "filled" and r.joules > 0 and "did not advance" in r.detail
+
+
+def test_nvml_stale_counter_without_power_is_unmeasured(fake_gpu):
+    fake_gpu.nvmlDeviceGetPowerUsage = lambda h: (_ for _ in ()).throw(fake_gpu.NVMLError("Not Supported"))
+    m = meters.NvmlEnergyCounter(CUDA)
+    m.begin()
+    r = energy.trusted(m.end())
+    assert r.joules is None and r.quality == "unmeasured" and "no power reading" in r.detail
+
+
+def test_a_zero_joule_reading_over_work_is_refused():
+    from harness.api import EnergyReading
+
+    r = energy.trusted(EnergyReading(0.0, 2.5, "some-meter", False, "x"))
+    assert r.joules is None and r.quality == "unmeasured" and "refused" in r.detail
+    assert energy.trusted(EnergyReading(float("nan"), 1.0, "m", False)).joules is None
+    assert energy.trusted(EnergyReading(-3.0, 1.0, "m", False)).quality == "unmeasured"
+    ok = energy.trusted(EnergyReading(4.0, 1.0, "m", False))
+    assert ok.joules == 4.0 and ok.quality == "measured"
+    assert EnergyReading(4.0, 1.0, "m", True).quality == "estimated"
+
+
+def test_rapl_stale_counter_is_unmeasured(tmp_path, monkeypatch):
+    root = make_rapl(tmp_path / "powercap", [(1_000_000, 10_000_000)])
+    monkeypatch.setenv("HARNESS_RAPL_ROOT", str(root))
+
+    m = meters.Rapl(torch.device("cpu"))
+    with energy.Window(m) as w:
+        time.sleep(0.01)
+    assert w.reading.joules is None and w.reading.quality == "unmeasured"
+    assert "refused" in w.reading.detail
+
+
+def test_rapl_permission_denied_mid_window_is_unmeasured(tmp_path, monkeypatch):
+    root = make_rapl(tmp_path / "powercap", [(1_000_000, 10_000_000)])
+    monkeypatch.setenv("HARNESS_RAPL_ROOT", str(root))
+    m = meters.Rapl(torch.device("cpu"))
+    m.begin()
+
+    def denied():
+        raise PermissionError(13, "Permission denied", str(root / "intel-rapl:0/energy_uj"))
+
+    monkeypatch.setattr(m, "_read", denied)
+    r = energy.trusted(m.end())
+    assert r.joules is None and r.quality == "unmeasured" and "Permission denied" in r.detail
+
+
+def test_rapl_polls_so_several_wraps_in_one_window_are_counted(tmp_path, monkeypatch):
+    rng = 10_000_000  # 10 J range
+    root = make_rapl(tmp_path / "powercap", [(0, rng)])
+    monkeypatch.setenv("HARNESS_RAPL_ROOT", str(root))
+    m = meters.Rapl(torch.device("cpu"))
+    m.poll_s = 0.01
+    f = root / "intel-rapl:0" / "energy_uj"
+    m.begin()
+    total = 0
+    for _ in range(5):  # 5 × 6 J = 30 J: the counter wraps three times
+        total += 6_000_000
+        tmp = f.with_name("tmp")
+        tmp.write_text(str(total % rng))
+        os.replace(tmp, f)  # (sysfs reads are atomic; a plain write could be read half done)
+        time.sleep(0.1)  # several polls see each value
+    r = energy.trusted(m.end())
+    assert r.quality == "measured" and r.joules == pytest.approx(30.0)
+
+
+def test_cpu_estimate_window_under_the_tick_is_not_zero():
+    m = meters.CpuTimeEstimate(torch.device("cpu"), cpu_watts_per_core=7.0)
+    m._cpu_seconds = lambda: 100.0  # no tick elapsed
+    m.begin()
+    r = energy.trusted(m.end())
+    assert r.joules is not None and r.joules > 0 and r.quality == "estimated"
+    assert "under the CPU-time tick" in r.detail

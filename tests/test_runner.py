@@ -55,6 +55,42 @@ def test_teacher_is_trained_once_and_reused_from_disk(write_grid, tmp_path):
     assert len(list((tmp_path / "teachers").glob("*.pt"))) == 1
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["truncate", "flip-a-byte", "bad-meta"])
+def test_a_damaged_teacher_cache_heals_on_rerun(write_grid, tmp_path, monkeypatch, capsys, damage):
+    """Must show: a truncated (or altered) cached teacher is moved aside with a warning
+    naming it, retrained, and every cell ends ok."""
+    import sqlite3
+
+    from harness.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--grid", str(write_grid(distillers="[kd]")), "--out", "out"]) == 0
+    (weights,) = (tmp_path / "out/teachers").glob("*.pt")
+    data = weights.read_bytes()
+    if damage == "truncate":
+        weights.write_bytes(data[: len(data) // 2])
+    elif damage == "flip-a-byte":  # same size, so only the checksum can tell
+        mid = len(data) // 2
+        weights.write_bytes(data[:mid] + bytes([data[mid] ^ 0xFF]) + data[mid + 1 :])
+    else:
+        weights.with_suffix(".json").write_text('{"key": "trunc')
+    capsys.readouterr()
+    # a new cell that needs the same teacher (the teacher's key ignores the distiller)
+    grid = write_grid(distillers="[kd, {name: kd, alpha: 0.5}]")
+    assert main(["run", "--grid", str(grid), "--out", "out"]) == 0
+    captured = capsys.readouterr()
+    assert f"teacher cache {weights.relative_to(tmp_path)} could not be loaded" in captured.err
+    assert "moved aside to" in captured.err and "retraining the teacher" in captured.err
+    assert "1 ok, 0 failed" in captured.out
+    assert len(list(weights.parent.glob(weights.name + ".bad-*"))) == 1
+    db = sqlite3.connect(tmp_path / "out/results.db")
+    assert db.execute("select status from cells").fetchall() == [("ok",), ("ok",)]
+    assert weights.stat().st_size == len(data)  # retrained and cached again
+    meta = __import__("json").loads(weights.with_suffix(".json").read_text())
+    assert len(meta["weights_sha256"]) == 64
+
+
 def test_teacher_key_ignores_the_students_method(write_grid):
     cs = cells(write_grid, distillers="[none, kd]")
     assert len({teacher_key(c.config) for c in cs}) == 1

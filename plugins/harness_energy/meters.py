@@ -1,11 +1,16 @@
 """Energy meters, best first.
 
 - nvml-energy: NVML's total-energy counter (Volta and newer), read at both ends of the
-  window after synchronising the device. Whole-GPU: other tenants' work counts too.
+  window after synchronising the device. Whole-GPU: other tenants' work counts too. The
+  counter advances every 20-100 ms, so a window shorter than `update_s` (or one over
+  which it did not advance) is filled from NVML's power reading × time and marked
+  "filled", as Zeus does; without a power reading it is unmeasured.
 - nvml-power: NVML power samples (older GPUs) taken by a thread every `interval`
   seconds and integrated with the trapezoid rule.
 - rapl: the Linux powercap RAPL package counters (Intel, and AMD on recent kernels),
-  summed over packages, wrap-around handled. Whole-socket: other processes count too.
+  summed over packages. Whole-socket: other processes count too. A thread reads them
+  every `poll_s` during the window, so a long window that wraps the counter more than
+  once is still counted; an unreadable counter (permission) makes the window unmeasured.
 - cpu-estimate: this process's CPU time × watts per busy core. Not a measurement: every
   record says "estimate" and the watts it assumed.
 """
@@ -79,6 +84,8 @@ class NvmlEnergyCounter(EnergyMeter):
     name = "nvml-energy"
     description = "NVML total-energy counter of the GPU (Volta and newer)"
     priority = 40
+    #: the counter's update period, at most (NVML's is 20-100 ms)
+    update_s = 0.1
 
     @classmethod
     def unavailable(cls, device):
@@ -89,8 +96,15 @@ class NvmlEnergyCounter(EnergyMeter):
         self.nv = _pynvml()
         self.handle = _nvml_handle(device)
 
+    def _power_w(self) -> float | None:
+        try:
+            return self.nv.nvmlDeviceGetPowerUsage(self.handle) / 1000.0
+        except Exception:
+            return None
+
     def begin(self):
         _sync(self.device)
+        self._p0 = self._power_w()
         self._t0 = time.perf_counter()
         self._e0 = self.nv.nvmlDeviceGetTotalEnergyConsumption(self.handle)  # mJ
 
@@ -98,7 +112,27 @@ class NvmlEnergyCounter(EnergyMeter):
         _sync(self.device)
         e1 = self.nv.nvmlDeviceGetTotalEnergyConsumption(self.handle)
         seconds = time.perf_counter() - self._t0
-        return EnergyReading((e1 - self._e0) / 1000.0, seconds, self.name, False, "whole GPU, all processes")
+        joules = (e1 - self._e0) / 1000.0
+        if seconds >= self.update_s and joules > 0:
+            return EnergyReading(joules, seconds, self.name, False, "whole GPU, all processes")
+        # too short for the counter, or it did not advance: power × time instead
+        why = (
+            f"window {seconds:.3g} s shorter than the counter's update (~{self.update_s:g} s)"
+            if seconds < self.update_s
+            else f"the counter did not advance in {seconds:.3g} s"
+        )
+        powers = [p for p in (self._p0, self._power_w()) if p is not None and p > 0]
+        if not powers:
+            return EnergyReading(None, seconds, self.name, False, f"whole GPU; {why}; no power reading")
+        watts = sum(powers) / len(powers)
+        return EnergyReading(
+            watts * seconds,
+            seconds,
+            self.name,
+            False,
+            f"whole GPU; {why}: filled from power {watts:.1f} W × time",
+            quality="filled",
+        )
 
 
 class NvmlPowerSampling(EnergyMeter):
@@ -188,6 +222,10 @@ class Rapl(EnergyMeter):
             return f"RAPL counters unreadable: {e}"
         return None
 
+    #: seconds between reads during a window (a package at 250 W wraps a 2^32 µJ
+    #: counter in about 17 s and the usual 262 kJ range in about 17 minutes)
+    poll_s = 5.0
+
     def __init__(self, device, **_ignored):
         super().__init__(device)
         self.pkgs = rapl_packages(rapl_root())
@@ -195,23 +233,53 @@ class Rapl(EnergyMeter):
         for p in self.pkgs:
             f = p / "max_energy_range_uj"
             self.ranges.append(int(f.read_text()) if f.exists() else 2**32)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
 
     def _read(self) -> list[int]:
         return [int((p / "energy_uj").read_text()) for p in self.pkgs]
 
+    def _accumulate(self) -> None:
+        """Add the counters' advance since the last read (one wrap at most between reads)."""
+        with self._lock:
+            if self._error is not None:
+                return
+            try:
+                now = self._read()
+            except (OSError, ValueError) as e:
+                self._error = f"{type(e).__name__}: {e}"
+                return
+            for a, b, rng in zip(self._last, now, self.ranges, strict=True):
+                self._uj += b - a if b >= a else b + rng - a  # the counter wrapped
+            self._last = now
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            self._accumulate()
+
     def begin(self):
+        self._uj, self._error = 0, None
         self._t0 = time.perf_counter()
-        self._e0 = self._read()
+        try:
+            self._last = self._read()
+        except (OSError, ValueError) as e:
+            self._error, self._last = f"{type(e).__name__}: {e}", []
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
 
     def end(self):
-        e1 = self._read()
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._accumulate()
         seconds = time.perf_counter() - self._t0
-        uj = 0
-        for a, b, rng in zip(self._e0, e1, self.ranges, strict=True):
-            uj += b - a if b >= a else b + rng - a  # the counter wrapped
-        return EnergyReading(
-            uj / 1e6, seconds, self.name, False, f"{len(self.pkgs)} CPU package(s), all processes"
-        )
+        where = f"{len(self.pkgs)} CPU package(s), all processes"
+        if self._error is not None:
+            why = f"{where}; counter unreadable: {self._error}"
+            return EnergyReading(None, seconds, self.name, False, why)
+        return EnergyReading(self._uj / 1e6, seconds, self.name, False, where)
 
 
 class CpuTimeEstimate(EnergyMeter):
@@ -241,6 +309,15 @@ class CpuTimeEstimate(EnergyMeter):
         _sync(self.device)
         cpu = self._cpu_seconds() - self._c0
         seconds = time.perf_counter() - self._t0
+        if cpu <= 0 < seconds:  # shorter than the CPU clock's tick (10 ms): one busy core
+            return EnergyReading(
+                seconds * self.watts,
+                seconds,
+                self.name,
+                True,
+                f"estimate: window {seconds:.3g} s under the CPU-time tick: wall time × {self.watts:g} W "
+                "(one core)",
+            )
         return EnergyReading(
             cpu * self.watts, seconds, self.name, True, f"estimate: {cpu:.2f} CPU-s × {self.watts:g} W/core"
         )

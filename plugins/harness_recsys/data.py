@@ -136,6 +136,53 @@ def ranking_view(
     return train, rows(va, False), rows(te, True), extra, split
 
 
+def check_inter_file(path: Path) -> None:
+    """Refuse, with the file, line and column, an atomic .inter file RecBole would misread:
+    empty, no header, no user_id/item_id column, a row with the wrong number of fields
+    (e.g. cut mid-line, which RecBole drops silently) or a float column that is not a
+    number. Written here because RecBole's own errors name neither file nor line."""
+    want = "a header of tab-separated NAME:TYPE fields with user_id:token and item_id:token"
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            header = f.readline().rstrip("\r\n")
+            if not header:
+                raise UsageError(f"{path}:1: empty; expected {want}")
+            fields = header.split("\t")
+            names = [h.split(":")[0] for h in fields]
+            if any(":" not in h for h in fields):
+                raise UsageError(f"{path}:1: header field without :TYPE ({header[:80]!r}); expected {want}")
+            for col in ("user_id", "item_id"):
+                if col not in names:
+                    raise UsageError(
+                        f"{path}:1: no {col} column (header: {', '.join(names)}); expected {want}"
+                    )
+            floats = [i for i, h in enumerate(fields) if h.split(":", 1)[1] == "float"]
+            rows = 0
+            for n, line in enumerate(f, start=2):
+                row = line.rstrip("\r\n")
+                if not row:
+                    continue
+                parts = row.split("\t")
+                if len(parts) != len(fields):
+                    raise UsageError(
+                        f"{path}:{n}: {len(parts)} field(s), the header has {len(fields)} "
+                        f"({', '.join(names)}); a row cut short or a wrong separator (tabs)?"
+                    )
+                for i in floats:
+                    try:
+                        float(parts[i])
+                    except ValueError:
+                        bad = parts[i][:40]
+                        raise UsageError(f"{path}:{n}: {names[i]}: {bad!r} is not a number") from None
+                rows += 1
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{path}: not UTF-8 text (byte offset {e.start})") from None
+    except OSError as e:
+        raise UsageError(f"{path}: cannot read: {e.strerror or e}") from None
+    if rows == 0:
+        raise UsageError(f"{path}: a header but no interactions")
+
+
 class AtomicDataset(Dataset):
     """Interactions in RecBole's atomic format, rating or ranking view (module doc)."""
 
@@ -172,6 +219,7 @@ class AtomicDataset(Dataset):
 
     def load(self, task: str) -> DataBundle:
         folder = self.folder()
+        check_inter_file(Path(self.location()))
         dataset, cols = rb.load_interactions(folder)
         n_users, n_items = int(dataset.user_num), int(dataset.item_num)
         info: dict[str, Any] = {
