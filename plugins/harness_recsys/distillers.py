@@ -54,6 +54,7 @@ sample size per instance and the mean teacher-rank percentile of the sampled ite
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -160,42 +161,41 @@ class RankingDistiller(Distiller):
         return []
 
     def rows(self, step: Step) -> TeacherView:
-        """The teacher's view of the batch's rows: its per-user rows, or (context
-        models) its scores on each instance's own context, computed now."""
+        """Context models: the teacher's view of the batch's instances, from its scores on
+        each instance's own context, computed now (frozen, eval mode)."""
         users = step.batch["user"]
-        if self.per_user:
-            v = self.view
-            return TeacherView(v.scores[users], v.order[users], v.rank[users], v.n_unobserved[users])
         with torch.no_grad():
             scores = step.teacher(step.batch).float()
         order, rank, n = rank_unobserved(scores, self.trained.index_select(0, users))
         return TeacherView(scores.masked_fill(rank == 0, float("-inf")), order, rank, n)
 
     def teacher_sample(
-        self, step: Step, how: str, k: torch.Tensor | int, law: str = "linear", gamma: float = 1.0
+        self,
+        step: Step,
+        how: str,
+        k: int | Callable[[torch.Tensor], torch.Tensor],
+        law: str = "linear",
+        gamma: float = 1.0,
     ) -> tuple[torch.Tensor, torch.Tensor, TeacherView | None]:
         """Items drawn from the teacher's ranking for the batch's rows (items, valid,
-        and the rows' view when it was computed for this step, else None). Per-user
-        models draw for every user once per epoch (rows of one user share the draw);
-        context models draw for each instance from its own context, in the step."""
+        and the rows' view when it was computed for this step, else None); k an int or
+        a function of the users giving each its K. Per-user models draw for every user
+        once per epoch (rows of one user share the draw); context models draw for each
+        instance from its own context, in the step."""
+
+        def ks(users: torch.Tensor) -> torch.Tensor | int:
+            return k if isinstance(k, int) else k(users)
+
         if not self.per_user:
             view = self.rows(step)
-            kk = k if isinstance(k, int) else k.reshape(-1)
-            return *rank_sample(view, how, kk, law, gamma), view
+            return *rank_sample(view, how, ks(step.batch["user"]), law, gamma), view
         key = (step.epoch, how, law, gamma, k if isinstance(k, int) else "per-user")
         if self._table_key != key:
-            kk = (
-                k
-                if isinstance(k, int)
-                else self.sample_sizes(torch.arange(len(self.trained), device=self.trained.device))
-            )
-            self._table = rank_sample(self.view, how, kk, law, gamma)
+            everyone = torch.arange(len(self.trained), device=self.trained.device)
+            self._table = rank_sample(self.view, how, ks(everyone), law, gamma)
             self._table_key = key
         users = step.batch["user"]
         return self._table[0].index_select(0, users), self._table[1].index_select(0, users), None
-
-    def sample_sizes(self, users: torch.Tensor) -> torch.Tensor:  # (CD overrides)
-        raise NotImplementedError
 
     def teacher_rank(self, step: Step, items: torch.Tensor, view: TeacherView | None) -> torch.Tensor:
         """[B, k] the teacher's 1-based rank of `items` among the row's unobserved."""
@@ -358,7 +358,7 @@ class CD(RankingDistiller):
         if self.guide == "student":
             return (*self.student_sample(step), None)
         how = "uniform" if self.guide == "uniform" else hp["sampler"]
-        k = self.sample_sizes(step.batch["user"]) if ratio else int(hp["sample_size"])
+        k = self.sample_sizes if ratio else int(hp["sample_size"])
         return self.teacher_sample(step, how, k, hp["law"], hp["gamma"])
 
     def student_sample(self, step: Step) -> tuple[torch.Tensor, torch.Tensor]:
