@@ -590,6 +590,16 @@ def _lines_about(recs: Iterable[dict[str, Any]]) -> list[str]:
     )
     for name, est, detail in meters:
         kind = "**estimate**, not a measurement" if est else "measured"
+        qualities = {
+            q
+            for r in recs
+            if (r.get("energy") or {}).get("meter") == name
+            for q in (r["energy"].get("quality"), r["energy"].get("inference_quality"))
+        }
+        if "filled" in qualities:
+            kind += "; some windows were shorter than the counter's update and filled from power × time"
+        if "unmeasured" in qualities:
+            kind += "; some windows could not be measured (shown as —, never as 0)"
         lines.append(
             f"- Energy meter: `{name}`: {kind} ({detail}). Train J: the whole "
             "training of the row (teacher excluded); Infer J/1k: per 1,000 test samples."

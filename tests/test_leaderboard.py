@@ -315,3 +315,14 @@ def test_ranking_board_tests_per_user_with_win_tie_loss_and_says_the_teacher_is_
     line = next(x for x in md.splitlines() if x.startswith("- RD / cdae:student:"))
     assert "**is worse than the plain student**: Δ -" in line
     assert line.endswith("; published gain +0.002 (0.112 vs 0.11) [1].")
+
+
+def test_meter_line_says_when_readings_were_filled_or_unmeasured():
+    a, b = rec("KD", 0, 0.8), rec("KD", 1, 0.8)
+    for r in (a, b):
+        r["energy"] = dict(r["energy"], meter="nvml-energy", estimate=False, detail="NVML counter")
+    a["energy"]["inference_quality"] = "filled"
+    md = render("movies", "rating", build_tables([a, b], [])[("movies", "rating")])
+    line = next(x for x in md.splitlines() if x.startswith("- Energy meter: `nvml-energy`"))
+    assert "measured; some windows were shorter than the counter's update and filled" in line
+    assert "could not be measured" not in line
