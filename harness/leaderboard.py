@@ -328,9 +328,11 @@ def _significance(
     for pair, rs in plain.items():
         cells[(pair[0], pair[1], rs[0]["method"])] = ["baseline", "—", "—", "—", "—"]
     teacher_lines = []
+    verdicts_by_pair: list[tuple[str, str, bool | None]] = []  # (teacher, student, better)
     for tch in sorted(teacher_runs):
         for pair in teacher_pairs[tch]:
             v = verdicts.get(("teacher", tch, pair[1]))
+            verdicts_by_pair.append((tch, pair[1], None if v is None else v[2].startswith("▲")))
             if v is None:
                 teacher_lines.append(
                     f"- **No per-example outcomes of teacher {tch} and plain student {pair[1]}**: whether "
@@ -375,6 +377,7 @@ def _significance(
     return {
         "cells": cells,
         "teacher_lines": teacher_lines,
+        "teacher_verdicts": verdicts_by_pair,
         "floor_lines": floor_lines,
         "test": t.paired_test,
         "outcome": outcome,
@@ -697,9 +700,14 @@ def write_leaderboards(
         name = f"{slug(dataset)}__{task}.md"
         (out_dir / name).write_text(render(dataset, task, t), encoding="utf-8")
         paths.append(out_dir / name)
+        verdict = "".join(
+            f"; teacher {tch} {'better' if better else '**NOT** better' if better is False else 'untested'}"
+            f" than student {stu}"
+            for tch, stu, better in t["significance"].get("teacher_verdicts", [])
+        )
         index.append(
             f"- [{dataset} — {task}]({name}): {len(t['ok'])} ok, "
-            f"{len(t['failed'])} failed, {len(t['skipped'])} skipped"
+            f"{len(t['failed'])} failed, {len(t['skipped'])} skipped{verdict}"
         )
     (out_dir / "README.md").write_text("\n".join(index) + "\n", encoding="utf-8")
     return paths

@@ -228,6 +228,8 @@ def test_store_keeps_outcomes_and_a_board_from_two_stored_cells_reproduces_the_p
     assert "(Wilcoxon, Holm)" in head
     assert "Holm-corrected across the 2 comparisons" in md
     assert "95% CI (paired bootstrap" in md
+    index = (tmp_path / "lb" / "README.md").read_text()
+    assert "; teacher dcnn:teacher **NOT** better than student dcnn:student" in index
     # rebuilding gives the same board (the bootstrap is seeded)
     assert write_leaderboards(s.records(), s.teachers(), tmp_path / "lb2")[0].read_text() == md
 
