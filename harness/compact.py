@@ -471,8 +471,8 @@ def render_pairs(pairs: list[PairTable]) -> list[str]:
         "rows (the teacher is not ranked; a column where every row is equal has none). "
         "Params (% teacher): the deployed student's parameters and their share of the "
         "teacher's. Plots: test metric against parameters and training energy, mean ± std "
-        "over seeds, the Pareto front (no other point is smaller, or cheaper, and better) in "
-        "green"
+        "over seeds; ringed in green, the Pareto front of the student rows (no other row is "
+        "smaller, or cheaper to train, and better)"
         + ("; a pruned family's levels against its size" if any(p.curves for p in pairs) else "")
         + ". The whole table with every column is under *Every column* below."
         + (

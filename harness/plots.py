@@ -55,6 +55,8 @@ def _place_labels(ax: Any, xs: list[float], ys: list[float], errs: list[float], 
         lo, hi = at(x, y - e)[1], at(x, y + e)[1]
         blocked.append((px - 3.5, min(lo, py - 3.5), px + 3.5, max(hi, py + 3.5)))
     h = FONT * 1.3
+    box = ax.get_window_extent()
+    bottom, top = box.y0 * to_pt, box.y1 * to_pt
     for i in sorted(range(len(xs)), key=lambda i: ys[i]):
         px, py = at(xs[i], ys[i])
         w = 0.56 * FONT * len(labels[i])
@@ -63,6 +65,8 @@ def _place_labels(ax: Any, xs: list[float], ys: list[float], errs: list[float], 
         for step in range(80):
             cand = -(step + 1) // 2 * h if step % 2 else step // 2 * h  # 0, -h, +h, -2h, +2h, ...
             y0 = py + cand - h / 2
+            if y0 < bottom or y0 + h > top:  # (stay inside the axes)
+                continue
             clash = any(
                 x0 < bx1 and bx0 < x0 + w and y0 < by1 and by0 < y0 + h for bx0, by0, bx1, by1 in blocked
             )
@@ -96,22 +100,18 @@ def _panel(ax: Any, points: list[Point], xkey: str, xlabel: str, ylabel: str, lo
         xerr = p.train_j_std if xkey == "train_j" and p.train_j_std else None
         marker, color = ("s", "tab:red") if p.teacher else (("D", "black") if p.plain else ("o", "tab:blue"))
         ax.errorbar(x, p.y, yerr=p.y_std or None, xerr=xerr, fmt=marker, color=color, ms=4, lw=0.8, capsize=2)
-    front = pareto_front(xs, ys, lower)
-    if len(front) > 1:
-        ax.plot(
-            [xs[i] for i in front],
-            [ys[i] for i in front],
-            drawstyle="steps-post",
-            color="tab:green",
-            lw=1.6,
-            alpha=0.8,
-            label="Pareto front",
-            zorder=0,
-        )
+    # the front of the student rows: the teacher is a reference, its cost is not a method's
+    students = [i for i, p in enumerate(pts) if not p.teacher]
+    front = [students[i] for i in pareto_front([xs[i] for i in students], [ys[i] for i in students], lower)]
+    if front:
+        fx, fy = [xs[i] for i in front], [ys[i] for i in front]
+        ax.plot(fx, fy, "o", ms=9, mfc="none", mec="tab:green", mew=1.2, label="Pareto front", zorder=3)
+        if len(front) > 1:
+            ax.plot(fx, fy, drawstyle="steps-post", color="tab:green", lw=1.4, alpha=0.8, zorder=0)
         ax.legend(fontsize=FONT, loc="best")
     if log:
         ax.set_xscale("log")
-    ax.margins(x=0.35 if log else 0.25, y=0.15)
+    ax.margins(x=0.35 if log else 0.25, y=0.2)
     if not log:
         ax.set_xlim(left=max(0.0, ax.get_xlim()[0]))
     ax.set_xlabel(xlabel)
