@@ -234,15 +234,14 @@ def pair_tables(
 
 
 def _pruner_label(rows_by: dict[tuple[str, str, str], list[dict[str, Any]]], keys: list) -> str:
-    """The pruner's label as the methods show it (the pruned-only row's method, else the
-    first part of a pruned-and-distilled one)."""
+    """The pruner's label as the methods show it: the pruned-only row's method."""
     for k in keys:
         rs = rows_by[k]
         if rs[0]["pruner"] != "none" and rs[0]["distiller"] == "none":
             return rs[0]["method"]
-    for k in keys:
+    for k in keys:  # (no pruned-only row: the pruner's registered name)
         if rows_by[k][0]["pruner"] != "none":
-            return short_labels([k[2]])[k[2]].split(")-")[0] + (")" if ")-" in k[2] else "")
+            return rows_by[k][0]["pruner"]
     return keys[0][2]
 
 
