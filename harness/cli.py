@@ -3,6 +3,7 @@
   harness run --grid FILE [--out DIR] [--device cpu|cuda|auto] [--dry-run] [--retry-failed] [-j N]
   harness list (--results DB | --grid FILE [--out DIR]) [--status S]
   harness leaderboard --results DB --out DIR
+  harness export --results DB --format csv|json [--out FILE]
   harness plugins [--details]
   harness datasets [download NAME [--root DIR]]
 
@@ -89,6 +90,13 @@ def _parser() -> argparse.ArgumentParser:
     lb.add_argument("--results", required=True, help="results.db of a run")
     lb.add_argument("--out", required=True, help="folder for the markdown")
     lb.add_argument("--grid", help="a grid file whose `published` figures are shown beside ours")
+
+    ex = sub.add_parser(
+        "export", parents=[common], help="one row per cell as CSV or JSON, for analysis elsewhere"
+    )
+    ex.add_argument("--results", required=True, help="results.db of a run (opened read-only)")
+    ex.add_argument("--format", required=True, choices=["csv", "json"])
+    ex.add_argument("--out", help="file to write (default: print on stdout)")
 
     ds = sub.add_parser(
         "datasets", parents=[common], help="list datasets, whether their data is present and where"
@@ -414,6 +422,33 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Every cell of a store (read-only) as one table: see harness/export.py."""
+    store = Store.open_existing(args.results)
+    records = store.records()
+    store.close()
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        if out.is_dir():
+            raise UsageError(f"--out {out}: is a folder, not a file")
+        _check_writable(out.parent if str(out.parent) else Path("."))
+    from .export import cells_frame, to_text
+
+    text = to_text(cells_frame(records), args.format)
+    if out is None:
+        sys.stdout.write(text)
+        return 0
+    _mkdir(out.parent)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")  # (a reader never sees half a file)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    print(f"{out}: {len(records)} cells", file=sys.stderr)
+    return 0
+
+
 def cmd_plugins(args: argparse.Namespace) -> int:
     from .plugins import get_registry
 
@@ -485,6 +520,7 @@ COMMANDS = {
     "run": cmd_run,
     "list": cmd_list,
     "leaderboard": cmd_leaderboard,
+    "export": cmd_export,
     "plugins": cmd_plugins,
     "datasets": cmd_datasets,
 }

@@ -497,7 +497,13 @@ def build_tables(
                     *([_published_cell(pub_rows, method, stu)] if pub_rows else []),
                 ]
             )
+        from .compact import pair_tables
+
+        pairs = pair_tables(
+            dataset, task, rows_by, teacher_runs, sg, names, primary, lower, f"{slug(dataset)}__{task}"
+        )
         out[(dataset, task)] = {
+            "pairs": pairs,
             "headers": headers,
             "rows": table,
             "records": recs,
@@ -643,11 +649,11 @@ def render(dataset: str, task: str, t: dict[str, Any]) -> str:
     for n in notes:
         out.append(f"Data: {n}")
     out.append("")
-    if t["rows"]:
-        out.append(tabulate(t["rows"], headers=t["headers"], tablefmt="github", disable_numparse=True))
-    else:
-        out.append("No finished cells yet.")
-    out.append("")
+    from .compact import render_pairs
+
+    out += render_pairs(t.get("pairs") or [])
+    if not t["rows"]:
+        out += ["No finished cells yet.", ""]
     primary = METRIC_NAMES.get(t["primary"], t["primary"])
     seeds = sorted({r["seed"] for r in t["ok"]})
     out += [
@@ -656,12 +662,6 @@ def render(dataset: str, task: str, t: dict[str, Any]) -> str:
         "",
         *sg.get("floor_lines", []),
         *([""] if sg.get("floor_lines") else []),
-        "Params, Size (bytes of the saved "
-        "state_dict) and FLOPs/sample (torch.utils.flop_counter) are of the deployed "
-        "student; % teacher and % student are its parameters against the teacher's and the "
-        "unpruned student's. Sparse KiB: a CSR-like encoding, shown only for models with "
-        "zeros (unstructured pruning), whose dense size is not claimed smaller.",
-        "",
     ]
     if t.get("published"):
         out.append(
@@ -673,6 +673,24 @@ def render(dataset: str, task: str, t: dict[str, Any]) -> str:
     out += verdict_section(t)
     out += levels_section(t["ok"], t["primary"])
     out += diagnostics_section(t["ok"])
+    if t["rows"]:
+        out += [
+            "",
+            "## Every column",
+            "",
+            "<details><summary>The whole table: every metric, the per-example test's columns, "
+            "sizes, energy, meter, time and seeds of every row</summary>",
+            "",
+            tabulate(t["rows"], headers=t["headers"], tablefmt="github", disable_numparse=True),
+            "",
+            "Params, Size (bytes of the saved "
+            "state_dict) and FLOPs/sample (torch.utils.flop_counter) are of the deployed "
+            "student; % teacher and % student are its parameters against the teacher's and the "
+            "unpruned student's. Sparse KiB: a CSR-like encoding, shown only for models with "
+            "zeros (unstructured pruning), whose dense size is not claimed smaller.",
+            "",
+            "</details>",
+        ]
     if t["failed"]:
         out += ["", f"Failed cells ({len(t['failed'])}; see `harness list --status failed`):"]
         for r in t["failed"]:
@@ -693,21 +711,21 @@ def write_leaderboards(
 ) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    from .compact import overview
+    from .plots import write_plot
+
     tables = build_tables(records, teachers, published)
     paths = []
-    index = ["# Leaderboards", ""]
+    boards = []
     for (dataset, task), t in sorted(tables.items()):
         name = f"{slug(dataset)}__{task}.md"
+        hw = sorted({hardware_line(r["env"]) for r in t["ok"] if r.get("env")})
+        for pt in t["pairs"]:  # the plots first: the markdown embeds them
+            write_plot(pt, out_dir, "; ".join(hw))
         (out_dir / name).write_text(render(dataset, task, t), encoding="utf-8")
         paths.append(out_dir / name)
-        verdict = "".join(
-            f"; teacher {tch} {'better' if better else '**NOT** better' if better is False else 'untested'}"
-            f" than student {stu}"
-            for tch, stu, better in t["significance"].get("teacher_verdicts", [])
-        )
-        index.append(
-            f"- [{dataset} — {task}]({name}): {len(t['ok'])} ok, "
-            f"{len(t['failed'])} failed, {len(t['skipped'])} skipped{verdict}"
-        )
-    (out_dir / "README.md").write_text("\n".join(index) + "\n", encoding="utf-8")
+        boards.append((name, dataset, task, t))
+    ok = [r for t in tables.values() for r in t["ok"]]
+    grids = sorted({r["grid"] for r in records if r.get("grid")})
+    (out_dir / "README.md").write_text(overview(boards, _lines_about(ok), grids), encoding="utf-8")
     return paths

@@ -215,7 +215,7 @@ def test_store_keeps_outcomes_and_a_board_from_two_stored_cells_reproduces_the_p
     c_t = sig.compare({0: t32}, {0: b32}, "wilcoxon")
     p_kd, p_t = sig.holm([c_kd.p, c_t.p])
     md = write_leaderboards(records, teachers, tmp_path / "lb")[0].read_text()
-    lines = md.splitlines()
+    lines = md.split("## Every column")[1].splitlines()  # the whole table, every column
     kd_row = _cells(next(x for x in lines if x.startswith("| KD")))
     t_row = _cells(next(x for x in lines if x.startswith("| Teacher")))
     assert kd_row[5] == f"▲ {c_kd.delta:+.3g} [{c_kd.ci[0]:+.3g}, {c_kd.ci[1]:+.3g}]"
@@ -223,7 +223,7 @@ def test_store_keeps_outcomes_and_a_board_from_two_stored_cells_reproduces_the_p
     assert kd_row[8] == f"{c_kd.wins}/{c_kd.ties}/{c_kd.losses}"
     assert t_row[6] == f"{p_t:.2g}" and not t_row[5].startswith("▲")
     # the teacher verdict is in the board's first lines, naming the test and correction
-    head = "\n".join(lines[:5])
+    head = "\n".join(md.splitlines()[:5])
     assert "**Teacher dcnn:teacher is NOT significantly better than the plain student dcnn:student**" in head
     assert "(Wilcoxon, Holm)" in head
     assert "Holm-corrected across the 2 comparisons" in md

@@ -25,6 +25,14 @@ def test_quick_grid_runs_and_its_leaderboard_has_error_size_energy(tmp_path, cap
     assert "ran 16 cells: 16 ok, 0 failed" in capsys.readouterr().out
     for group in ("numerical", "social", "categorical", "textual"):
         md = (out / f"leaderboards/imdb-movies_features={group}__rating.md").read_text()
+        compact, details = md.split("## Every column")
+        # the default table: at most 12 columns, its plot embedded and beside the markdown
+        head = next(line for line in compact.splitlines() if line.startswith("| Method"))
+        assert len(head.strip("|").split("|")) <= 12
+        plots = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", compact)
+        assert len(plots) == 1 and (out / "leaderboards" / plots[0]).is_file()
+        assert (out / "leaderboards" / plots[0].replace(".png", ".svg")).is_file()
+        md = details  # the whole table, every column
         header = next(line for line in md.splitlines() if line.startswith("| Method"))
         for col in ("MAE", "MSE", "Params", "Train J", "Meter"):
             assert col in header
@@ -39,6 +47,11 @@ def test_quick_grid_runs_and_its_leaderboard_has_error_size_energy(tmp_path, cap
                 assert re.match(r"^[▲▼]? ?[+-][\d.e-]+ \[[+-][\d.e-]+, [+-][\d.e-]+\]$", cells[5]), cells[5]
                 assert re.match(r"^[\d.e-]+$", cells[6]) and re.match(r"^\d+/\d+/\d+$", cells[8])
         assert "p (Wilcoxon, Holm)" in header
-        assert "Teacher check" in "\n".join(md.splitlines()[:4])
+        assert "Teacher check" in "\n".join(compact.splitlines()[:4])
+    overview = (out / "leaderboards/README.md").read_text()
+    assert len([x for x in overview.splitlines() if x.startswith("| [imdb-movies")]) == 4
+    assert main(["export", "--results", str(out / "results.db"), "--format", "csv"]) == 0
+    csv = capsys.readouterr().out.splitlines()
+    assert csv[0].startswith("id,grid,status,") and len(csv) == 1 + 16  # a header, one row per cell
     assert main(["run", "--grid", str(grid), "--out", str(out)]) == 0
     assert "0 to run; 16 already finished, skipped" in capsys.readouterr().out
