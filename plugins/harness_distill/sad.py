@@ -1,4 +1,4 @@
-"""SAD: Show, Attend and Distill (Ji, Heo & Park, AAAI 2021), as seed 000 uses it.
+"""SAD: Show, Attend and Distill (Ji, Heo & Park, AAAI 2021), as Bharadhwaj et al. (2024) use it.
 
 Every teacher feature attends over every student feature; the attention weights the
 distance between their spatial "value" maps, and the attention itself is learnt by

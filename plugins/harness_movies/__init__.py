@@ -1,2 +1,2 @@
-"""Built-in harness plugin: the imdb-movies dataset and the dcnn model (seed 000's movie
+"""Built-in harness plugin: the imdb-movies dataset and the dcnn model (Bharadhwaj et al.'s (2024) movie
 rating experiment). Shaped like a third-party plugin package."""

@@ -342,7 +342,7 @@ class ImdbMovies(Dataset):
     label = "IMDB movies"
     description = (
         "film rating from numerical, social, categorical or textual attributes "
-        "(seed 000's movie task); vendored vega movies, or IMDB-5000/TMDB-5000 CSVs"
+        "(Bharadhwaj et al.'s (2024) movie task); vendored vega movies, or IMDB-5000/TMDB-5000 CSVs"
     )
     tasks = frozenset({"rating"})
     params = {

@@ -1,4 +1,4 @@
-"""DCNN: the CNN rating predictor of seed 000's movie experiment (after Abarja 2020).
+"""DCNN: the CNN rating predictor of Bharadhwaj et al.'s (2024) movie experiment (after Abarja 2020).
 
 The seed gives no architecture; this is the reading documented in
 ../shared/methods/dcnn-movies.md and docs/models.md: the encoded attribute vector is a
@@ -56,7 +56,7 @@ class DCNN(nn.Module):
 class DCNNFactory(ModelFactory):
     name = "dcnn"
     label = "DCNN"
-    description = "1-D CNN over the encoded movie attributes predicting the rating (seed 000)"
+    description = "1-D CNN over the encoded movie attributes predicting the rating (Bharadhwaj et al. 2024)"
     tasks = frozenset({"rating"})
     exposes_features = True
     prunable = frozenset({"structured", "unstructured"})

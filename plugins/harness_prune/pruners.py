@@ -1,4 +1,4 @@
-"""SP, LTH and SS: seed 000's pruning schedules around distillation (its Algorithm 1),
+"""SP, LTH and SS: Bharadhwaj et al.'s (2024) pruning schedules around distillation (its Algorithm 1),
 plus LTH's unstructured variant. ../shared/methods/pruning.md has the sources.
 
 Choices the paper leaves open, made here (and named in docs/pruning.md):
@@ -177,7 +177,7 @@ class _Ticket(Pruner):
         "schedule": Param(
             "restart",
             "learning-rate schedule of the rounds: restart (each round from epoch 0, as "
-            "Frankle & Carbin) or continue (one schedule over all rounds, e.g. seed 000's "
+            "Frankle & Carbin) or continue (one schedule over all rounds, e.g. Bharadhwaj et al.'s (2024) "
             "LTH milestones 170/340/510)",
             choices=("restart", "continue"),
         ),
@@ -225,7 +225,7 @@ class LotteryTicket(_Ticket):
     name = "lth"
     label = "LTH"
     description = (
-        "lottery ticket (structured, as seed 000): train a round, remove `rate` of "
+        "lottery ticket (structured, as Bharadhwaj et al. 2024): train a round, remove `rate` of "
         "the channels, rewind survivors to their initial weights, repeat"
     )
     structure = "structured"

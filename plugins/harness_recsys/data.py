@@ -8,7 +8,7 @@ rating: explicit ratings; rows x = [user, item], y = the rating standardised on 
   training rows; a random 80/10/10 split of the interactions (the `split_seed` param).
   Metrics MAE, MSE, RMSE on the star scale.
 ranking: implicit feedback (every interaction is a positive), leave-one-out by time as
-  in the CD paper (seed 002): per user, the latest interaction is the test item and the
+  in the CD paper (Lee et al., ICDM 2019): per user, the latest interaction is the test item and the
   one before it the validation item; the rest train. Users with fewer than 3
   interactions only train. Candidates are every item the user has not interacted with
   in training (for the test, also not the validation item). Splits:

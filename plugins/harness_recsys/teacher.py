@@ -100,7 +100,7 @@ def teacher_view(teacher: nn.Module, data: DataBundle, batch_size: int = 256) ->
 def rank_weights(
     rank: torch.Tensor, n_unobserved: torch.Tensor, law: str, gamma: float = 1.0
 ) -> torch.Tensor:
-    """Sampling weights of seed 002's eqs. 9/10 from 1-based ranks (0 = not a candidate)."""
+    """Sampling weights of Lee et al.'s (ICDM 2019) eqs. 9/10 from 1-based ranks (0 = not a candidate)."""
     pi = rank.float() / n_unobserved.clamp(min=1)[:, None].float()
     if law == "linear":
         w = 1.0 - pi

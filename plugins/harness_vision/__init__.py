@@ -1,2 +1,2 @@
-"""Built-in harness plugin: the CIFAR-100 dataset and WRN models (seed 000's vision
+"""Built-in harness plugin: the CIFAR-100 dataset and WRN models (Bharadhwaj et al.'s (2024) vision
 setting). Shaped like a third-party plugin package."""
