@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from tabulate import tabulate
 
-from . import __version__
+from . import DISTRIBUTION, __version__
 from .errors import HarnessError, PluginError, UsageError
 from .gridfile import load_yaml
 from .store import FINISHED, Store
@@ -58,7 +58,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="harness",
         description="Benchmark compression of recommender and vision models by distillation and pruning.",
     )
-    p.add_argument("--version", action="version", version=f"harness {__version__}")
+    p.add_argument(
+        "--version", action="version", version=f"harness {__version__} (distribution {DISTRIBUTION})"
+    )
     p.add_argument("--debug", action="store_true", help="on a crash, print the traceback on screen")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=Parser)
     common = argparse.ArgumentParser(add_help=False)

@@ -42,3 +42,19 @@ def test_readme_has_exactly_two_setup_commands_and_ci_runs_them():
     assert test.startswith("python -m pytest")
     ci = (ROOT / ".ci" / "run").read_text()
     assert install in ci and test in ci
+
+
+def test_the_distribution_has_a_name_of_its_own_and_plugins_depend_on_it():
+    """The package index's `harness` is another project: our distribution is
+    compress-harness, and every plugin example depends on that name."""
+    import tomllib
+
+    from harness import DISTRIBUTION
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["name"] == DISTRIBUTION != "harness"
+    assert project["scripts"]["harness"] == "harness.cli:main"
+    docs = (ROOT / "docs" / "plugins.md").read_text()
+    deps = re.findall(r"^dependencies = (.*)$", docs, re.M)
+    assert deps and all(f'"{DISTRIBUTION}' in d and '"harness"' not in d for d in deps), deps
+    assert DISTRIBUTION in (ROOT / "README.md").read_text()
