@@ -24,6 +24,7 @@ import shlex
 import sqlite3
 import sys
 import tempfile
+import textwrap
 import time
 import traceback
 from pathlib import Path
@@ -116,33 +117,46 @@ def _out_dir(grid_name: str, out: str | None) -> Path:
     return Path(out) if out else Path("runs") / grid_name
 
 
-def _plan(grid: Grid, statuses: dict[str, str], retry: bool) -> list[list[str]]:
-    rows = []
+#: The plan's columns: what each cell computes, as `run` names it (the method label with
+#: its hyper-parameters and overrides), then the budget and training settings.
+_PLAN_DIMS = ("dataset", "task", "teacher", "student", "method", "seed")
+
+
+def _plan(grid: Grid, statuses: dict[str, str], retry: bool) -> tuple[list[str], list[list[str]], list[str]]:
+    """The dry-run table: headers, rows and the settings every cell shares.
+
+    A column per dimension that varies across the grid's cells (dataset, models, the
+    method label exactly as `run` prints it, seed, and any budget or training value an
+    override changes); the dimensions that do not vary are given once, under the table."""
+    from .runner import method_label
+
+    values: list[dict[str, str]] = []
+    actions = []
     for c in grid.cells:
         d = c.describe()
+        d["method"] = method_label(c.config)
+        v = {k: d[k] for k in _PLAN_DIMS}
+        for section in ("budget", "train"):
+            for key, value in c.config[section].items():
+                v[key] = str(value)
+        values.append(v)
         st = statuses.get(c.id)
         if c.skip:
-            action = f"skip: {c.skip}"
+            actions.append(f"skip: {c.skip}")
         elif st == "ok":
-            action = "done"
+            actions.append("done")
         elif st == "failed":
-            action = "rerun (failed)" if retry else "failed earlier (--retry-failed)"
+            actions.append("rerun (failed)" if retry else "failed earlier (--retry-failed)")
         else:
-            action = "run"
-        rows.append(
-            [
-                c.id[:8],
-                d["dataset"],
-                d["task"],
-                d["teacher"],
-                d["student"],
-                d["distiller"],
-                d["pruner"],
-                d["seed"],
-                action,
-            ]
-        )
-    return rows
+            actions.append("run")
+    keys = list(dict.fromkeys(k for v in values for k in v))
+    varying = [k for k in keys if len({v.get(k) for v in values}) > 1]
+    same = [f"{k} {values[0][k]}" for k in keys if k not in varying and values]
+    rows = [
+        [c.id[:8], *(v.get(k, "") for k in varying), a]
+        for c, v, a in zip(grid.cells, values, actions, strict=True)
+    ]
+    return ["cell", *varying, "action"], rows, same
 
 
 def _summary_line(record: dict[str, Any]) -> str:
@@ -215,23 +229,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         statuses = store.status_of(c.id for c in grid.cells)
         store.close()
     if args.dry_run:
-        rows = _plan(grid, statuses, args.retry_failed)
-        print(
-            tabulate(
-                rows,
-                headers=[
-                    "cell",
-                    "dataset",
-                    "task",
-                    "teacher",
-                    "student",
-                    "distiller",
-                    "pruner",
-                    "seed",
-                    "action",
-                ],
-            )
-        )
+        headers, rows, same = _plan(grid, statuses, args.retry_failed)
+        print(tabulate(rows, headers=headers))
+        if same:
+            print("\n" + textwrap.fill("in every cell: " + "; ".join(same), 100, break_on_hyphens=False))
         n_run = sum(1 for r in rows if r[-1].startswith(("run", "rerun")))
         print(
             f"\n{len(rows)} cells: {n_run} to run, "
