@@ -5,6 +5,7 @@
   harness leaderboard --results DB --out DIR
   harness plugins [--details]
   harness datasets [download NAME [--root DIR]]
+  harness new-plugin NAME --kind distiller|pruner|model|dataset|meter [--out DIR]
 
 Exit codes: 0 success; 1 some cells failed; 2 bad input or environment (one line on
 stderr, nothing written); 70 a crash of the harness itself (one line naming the log
@@ -107,6 +108,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also every registered thing, with its tasks, needs and options",
     )
+
+    npl = sub.add_parser(
+        "new-plugin", parents=[common], help="write a plugin package to start from (see docs/plugins.md)"
+    )
+    npl.add_argument("name", help="the plugin's name as a grid uses it, e.g. my-hint")
+    npl.add_argument("--kind", required=True, choices=["distiller", "pruner", "model", "dataset", "meter"])
+    npl.add_argument("--out", help="folder to write (default: ./harness-NAME); must be empty or absent")
     return p
 
 
@@ -484,7 +492,24 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_new_plugin(args: argparse.Namespace) -> int:
+    from .scaffold import plugin_files, write_plugin
+
+    plugin_files(args.name, args.kind)  # (refuses a bad name before anything is written)
+    folder = Path(args.out) if args.out else Path(f"harness-{args.name}")
+    _check_writable(folder)
+    folder = write_plugin(args.name, args.kind, folder)
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        print(path)
+    print(
+        f"\nnext: pip install -e {shlex.quote(str(folder))}   # then `harness plugins` lists {args.name}\n"
+        f"      python -m pytest {shlex.quote(str(folder / 'tests'))}"
+    )
+    return 0
+
+
 COMMANDS = {
+    "new-plugin": cmd_new_plugin,
     "run": cmd_run,
     "list": cmd_list,
     "leaderboard": cmd_leaderboard,
