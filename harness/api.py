@@ -10,6 +10,7 @@ Everything here is method-agnostic: the core never names a dataset, model or met
 
 from __future__ import annotations
 
+import contextlib
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
@@ -385,11 +386,83 @@ class Distiller(Component):
         example: dict[str, torch.Tensor],
     ) -> Iterable[nn.Parameter]:
         """Called once before training; return extra trainable parameters (e.g.
-        attention heads). These are trained with the student and are not deployed."""
+        attention heads). These are trained with the student and are not deployed.
+
+        teacher: the trained teacher in eval mode (None when `needs` lacks "teacher").
+        student: the freshly initialised student. data: the cell's DataBundle, on the
+        cell's device. example: a prepared training batch (up to `budget.batch_size`
+        rows, as the models see it) on the same device as both models. `probe(model,
+        example)` gives the shapes of a model's output and features, and `projection`
+        a learned map between two feature shapes."""
         return ()
 
     @abstractmethod
     def loss(self, step: Step) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What one forward pass of a model on an example batch shows (see `probe`).
+
+    output: the shape of the model's output, batch axis dropped (e.g. () for ratings,
+      (n_classes,) for logits, (n_items,) for ranking scores).
+    features: the shape of each of its `feature_layers()` outputs, in order, batch axis
+      dropped, e.g. [(32, 8, 8), (64, 4, 4)] or [(16,)]; empty for a model without them.
+    device: the device of the model's parameters (where extra parameters belong).
+    """
+
+    output: tuple[int, ...]
+    features: list[tuple[int, ...]]
+    device: torch.device
+
+
+def probe(model: nn.Module, example: dict[str, torch.Tensor], task: str | None = None) -> Probe:
+    """Shapes of `model`'s output and features on (two rows of) `example`, e.g. to size
+    a distiller's own layers in `setup`. One forward pass under no_grad in eval mode
+    (the model's mode is restored; nothing is trained). The batch is fed as the task's
+    models take it: `model(batch["x"])`, or the whole batch in the ranking task (the
+    default when the batch has no "x")."""
+    from .runner import FeatureTap  # (the runner's own tap: the features a Step holds)
+
+    rows = {k: v[:2] for k, v in example.items()}
+    ranking = task == "ranking" if task is not None else "x" not in rows
+    has_features = bool(model.feature_layers()) if hasattr(model, "feature_layers") else False
+    tap = FeatureTap(model) if has_features else None
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), tap.record() if tap else contextlib.nullcontext():
+            out = model(rows) if ranking else model(rows["x"])
+        feats = tap.take() if tap else []
+    finally:
+        model.train(was)
+        if tap:
+            tap.close()
+    return Probe(
+        output=tuple(out.shape[1:]),
+        features=[tuple(f.shape[1:]) for f in feats],
+        device=next(model.parameters()).device,
+    )
+
+
+def projection(source: Iterable[int], target: Iterable[int]) -> nn.Module:
+    """A learned map from features of shape `source` to shape `target` (batch axis
+    dropped, as `Probe.features` gives them): a linear layer for vectors (C,), a 1×1
+    convolution over channels for (C, L) and (C, H, W), followed by adaptive average
+    pooling when the spatial sizes differ. FitNets' regressor is a convolution whose
+    kernel makes the sizes agree; pooling instead is a simplification that keeps the
+    map small. Return its parameters from `setup` so they train with the student."""
+    src, tgt = tuple(source), tuple(target)
+    if len(src) != len(tgt) or len(src) not in (1, 2, 3):
+        raise ValueError(f"projection from {src} to {tgt}: expected (C,), (C, L) or (C, H, W) alike")
+    if len(src) == 1:
+        return nn.Linear(src[0], tgt[0])
+    conv = nn.Conv1d if len(src) == 2 else nn.Conv2d
+    layers: list[nn.Module] = [conv(src[0], tgt[0], kernel_size=1)]
+    if src[1:] != tgt[1:]:
+        pool = nn.AdaptiveAvgPool1d if len(src) == 2 else nn.AdaptiveAvgPool2d
+        layers.append(pool(tgt[1:] if len(tgt) == 3 else tgt[1]))
+    return nn.Sequential(*layers)
 
 
 # --------------------------------------------------------------------------- pruners
@@ -431,7 +504,10 @@ class Fit(Protocol):
         ...
 
     def log_level(self, **values: Any) -> None:
-        """Keep one pruning level in the record (e.g. sparsity, params, val error)."""
+        """Keep one pruning level in the record. The leaderboard's pruning-level table
+        reads `removed` (fraction of weights or channels removed), `params`,
+        `nonzero_params`, `val` (the `evaluate(model, "val")` metrics) and, optionally,
+        `phase` and `winner` (True for the deployed level); other keys are kept."""
         ...
 
 
@@ -537,6 +613,9 @@ __all__ = [
     "ModelFactory",
     "Step",
     "Distiller",
+    "Probe",
+    "probe",
+    "projection",
     "Fit",
     "Pruner",
     "EnergyReading",

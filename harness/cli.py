@@ -6,6 +6,7 @@
   harness export --results DB --format csv|json [--out FILE]
   harness plugins [--details]
   harness datasets [download NAME [--root DIR]]
+  harness new-plugin NAME --kind distiller|pruner|model|dataset|meter [--out DIR]
 
 Exit codes: 0 success; 1 some cells failed; 2 bad input or environment (one line on
 stderr, nothing written); 70 a crash of the harness itself (one line naming the log
@@ -25,6 +26,7 @@ import shlex
 import sqlite3
 import sys
 import tempfile
+import textwrap
 import time
 import traceback
 from pathlib import Path
@@ -32,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from tabulate import tabulate
 
-from . import __version__
+from . import DISTRIBUTION, __version__
 from .errors import HarnessError, PluginError, UsageError
 from .gridfile import load_yaml
 from .store import FINISHED, Store
@@ -59,7 +61,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="harness",
         description="Benchmark compression of recommender and vision models by distillation and pruning.",
     )
-    p.add_argument("--version", action="version", version=f"harness {__version__}")
+    p.add_argument(
+        "--version", action="version", version=f"harness {__version__} (distribution {DISTRIBUTION})"
+    )
     p.add_argument("--debug", action="store_true", help="on a crash, print the traceback on screen")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=Parser)
     common = argparse.ArgumentParser(add_help=False)
@@ -112,6 +116,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also every registered thing, with its tasks, needs and options",
     )
+
+    npl = sub.add_parser(
+        "new-plugin", parents=[common], help="write a plugin package to start from (see docs/plugins.md)"
+    )
+    npl.add_argument("name", help="the plugin's name as a grid uses it, e.g. my-hint")
+    npl.add_argument("--kind", required=True, choices=["distiller", "pruner", "model", "dataset", "meter"])
+    npl.add_argument("--out", help="folder to write (default: ./harness-NAME); must be empty or absent")
     return p
 
 
@@ -122,33 +133,46 @@ def _out_dir(grid_name: str, out: str | None) -> Path:
     return Path(out) if out else Path("runs") / grid_name
 
 
-def _plan(grid: Grid, statuses: dict[str, str], retry: bool) -> list[list[str]]:
-    rows = []
+#: The plan's columns: what each cell computes, as `run` names it (the method label with
+#: its hyper-parameters and overrides), then the budget and training settings.
+_PLAN_DIMS = ("dataset", "task", "teacher", "student", "method", "seed")
+
+
+def _plan(grid: Grid, statuses: dict[str, str], retry: bool) -> tuple[list[str], list[list[str]], list[str]]:
+    """The dry-run table: headers, rows and the settings every cell shares.
+
+    A column per dimension that varies across the grid's cells (dataset, models, the
+    method label exactly as `run` prints it, seed, and any budget or training value an
+    override changes); the dimensions that do not vary are given once, under the table."""
+    from .runner import method_label
+
+    values: list[dict[str, str]] = []
+    actions = []
     for c in grid.cells:
         d = c.describe()
+        d["method"] = method_label(c.config)
+        v = {k: d[k] for k in _PLAN_DIMS}
+        for section in ("budget", "train"):
+            for key, value in c.config[section].items():
+                v[key] = str(value)
+        values.append(v)
         st = statuses.get(c.id)
         if c.skip:
-            action = f"skip: {c.skip}"
+            actions.append(f"skip: {c.skip}")
         elif st == "ok":
-            action = "done"
+            actions.append("done")
         elif st == "failed":
-            action = "rerun (failed)" if retry else "failed earlier (--retry-failed)"
+            actions.append("rerun (failed)" if retry else "failed earlier (--retry-failed)")
         else:
-            action = "run"
-        rows.append(
-            [
-                c.id[:8],
-                d["dataset"],
-                d["task"],
-                d["teacher"],
-                d["student"],
-                d["distiller"],
-                d["pruner"],
-                d["seed"],
-                action,
-            ]
-        )
-    return rows
+            actions.append("run")
+    keys = list(dict.fromkeys(k for v in values for k in v))
+    varying = [k for k in keys if len({v.get(k) for v in values}) > 1]
+    same = [f"{k} {values[0][k]}" for k in keys if k not in varying and values]
+    rows = [
+        [c.id[:8], *(v.get(k, "") for k in varying), a]
+        for c, v, a in zip(grid.cells, values, actions, strict=True)
+    ]
+    return ["cell", *varying, "action"], rows, same
 
 
 def _summary_line(record: dict[str, Any]) -> str:
@@ -221,23 +245,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         statuses = store.status_of(c.id for c in grid.cells)
         store.close()
     if args.dry_run:
-        rows = _plan(grid, statuses, args.retry_failed)
-        print(
-            tabulate(
-                rows,
-                headers=[
-                    "cell",
-                    "dataset",
-                    "task",
-                    "teacher",
-                    "student",
-                    "distiller",
-                    "pruner",
-                    "seed",
-                    "action",
-                ],
-            )
-        )
+        headers, rows, same = _plan(grid, statuses, args.retry_failed)
+        print(tabulate(rows, headers=headers))
+        if same:
+            print("\n" + textwrap.fill("in every cell: " + "; ".join(same), 100, break_on_hyphens=False))
         n_run = sum(1 for r in rows if r[-1].startswith(("run", "rerun")))
         print(
             f"\n{len(rows)} cells: {n_run} to run, "
@@ -516,7 +527,24 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_new_plugin(args: argparse.Namespace) -> int:
+    from .scaffold import plugin_files, write_plugin
+
+    plugin_files(args.name, args.kind)  # (refuses a bad name before anything is written)
+    folder = Path(args.out) if args.out else Path(f"harness-{args.name}")
+    _check_writable(folder)
+    folder = write_plugin(args.name, args.kind, folder)
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        print(path)
+    print(
+        f"\nnext: pip install -e {shlex.quote(str(folder))}   # then `harness plugins` lists {args.name}\n"
+        f"      python -m pytest {shlex.quote(str(folder / 'tests'))}"
+    )
+    return 0
+
+
 COMMANDS = {
+    "new-plugin": cmd_new_plugin,
     "run": cmd_run,
     "list": cmd_list,
     "leaderboard": cmd_leaderboard,

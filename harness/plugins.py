@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import pluggy
 
-from . import hookspecs
+from . import DISTRIBUTION, hookspecs
 from .api import (
     NEEDS,
     STRUCTURES,
@@ -134,7 +135,7 @@ def _load_entry_points(pm: pluggy.PluginManager) -> dict[str, PluginInfo]:
         dist = ep.dist
         dist_name = dist.metadata["Name"] if dist is not None else "?"
         version = dist.version if dist is not None else "?"
-        source = "built-in" if dist_name == "harness" else f"{dist_name} {version}"
+        source = "built-in" if _normal(dist_name) == _normal(DISTRIBUTION) else f"{dist_name} {version}"
         try:
             module = ep.load()
         except Exception as e:  # a broken plugin is reported by name, not as a traceback
@@ -146,6 +147,11 @@ def _load_entry_points(pm: pluggy.PluginManager) -> dict[str, PluginInfo]:
         pm.register(module, name=ep.name)
         infos[ep.name] = PluginInfo(ep.name, source, ep.value)
     return infos
+
+
+def _normal(name: str) -> str:
+    """A distribution name as the package index compares them (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 _REGISTRY: Registry | None = None

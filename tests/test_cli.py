@@ -133,6 +133,27 @@ def test_dry_run_prints_plan_with_skips_and_writes_nothing(write_grid, tmp_path,
     assert "16 cells: 8 to run, 8 skipped (incompatible or data missing)" in out
     assert "skip: teacher model 'wrn' does not support the rating task" in out
     assert not (tmp_path / "runs").exists()
+    header = out.splitlines()[0].split()
+    # a column per dimension that varies, none for those that do not
+    assert header == ["cell", "dataset", "teacher", "method", "seed", "action"], header
+    assert "in every cell: task rating; student dcnn:student; epochs 10;" in out
+    rows = [line.split() for line in out.splitlines()[2:18]]
+    assert {r[3] for r in rows} == {"DCNN", "KD"}, rows
+
+
+def test_dry_run_shows_each_method_with_its_hyper_parameters_and_overrides(monkeypatch, capsys):
+    """Must show: the dry-run of grids/cd-ml100k.yaml --section cpu shows λ for every
+    cd-tg and cd-sg row (0.5 and 0.1 apart), and RD's per-model override K=15 for CDAE,
+    each label as `run` prints it."""
+    grid = Path(__file__).resolve().parents[1] / "grids" / "cd-ml100k.yaml"
+    assert run("run", "--grid", str(grid), "--section", "cpu", "--dry-run") == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line[:8].isalnum() and line.endswith(" run")]
+    cd = [r for r in rows if " CD-TG" in r or " CD-SG" in r]
+    assert cd and all("lambda_=0.5" in r or "lambda_=0.1" in r for r in cd), cd
+    for label in ("CD-TG(lambda_=0.5", "CD-TG(lambda_=0.1", "CD-SG(lambda_=0.5", "CD-SG(lambda_=0.1"):
+        assert any(label in r for r in cd), label
+    assert any("RD(rho=0.5,K=15)" in r for r in rows)
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.api import Distiller, Param, Step
+from harness.api import Distiller, Param, Step, probe
 from harness.errors import CellError, UsageError
 
 from .kd import kd_term
@@ -126,24 +126,11 @@ class SAD(Distiller):
 
     def setup(self, teacher, student, data, example):
         """Size the attention from one forward pass of each model on an example batch."""
-        feats: dict[str, list[torch.Tensor]] = {"t": [], "s": []}
-        for key, model in (("t", teacher), ("s", student)):
-            layers = model.feature_layers()
-            hooks = [m.register_forward_hook(lambda _m, _i, o, out=feats[key]: out.append(o)) for m in layers]
-            was = model.training
-            model.eval()
-            try:
-                with torch.no_grad():
-                    model(example["x"][:2] if len(example["x"]) > 1 else example["x"])
-            finally:
-                model.train(was)
-                for h in hooks:
-                    h.remove()
-        if not feats["t"] or not feats["s"]:
+        t, s = probe(teacher, example, data.task), probe(student, example, data.task)
+        if not t.features or not s.features:
             raise CellError("SAD needs features from both models; one returned none")
-        channels = [[f.shape[1] for f in feats[k]] for k in ("t", "s")]
-        device = next(student.parameters()).device
-        self.attention = Attention(channels[0], channels[1], self.hparams["d"]).to(device)
+        channels = [[shape[0] for shape in p.features] for p in (t, s)]
+        self.attention = Attention(channels[0], channels[1], self.hparams["d"]).to(s.device)
         return list(self.attention.parameters())
 
     def loss(self, step: Step) -> torch.Tensor:
