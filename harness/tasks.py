@@ -16,6 +16,7 @@ example by example after the fact (harness/stats.py).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -243,19 +244,24 @@ class Ranking(Task):
     def loss(self, out, batch):  # models of this task compute their own (cf_loss)
         raise NotImplementedError("ranking models compute their own loss: cf_loss(batch)")
 
-    @torch.no_grad()
-    def evaluate(self, model, split, data, batch_size):
-        was = model.training
-        model.eval()
+    def _ranks(self, model, split, data, batch_size) -> Iterator[torch.Tensor]:
+        """The held-out item's rank for each row of `split`, batch by batch (the user's
+        training items, and the test's validation item, excluded)."""
         history = data.split("history")["items"]
-        sums = {m.name: 0.0 for m in self.metrics}
-        n = 0
         for batch in split.batches(batch_size):
             batch = data.prepare(batch)
             exclude = [history.index_select(0, batch["user"])]
             if "seen" in batch:
                 exclude.append(batch["seen"])
-            ranks = rank_of_target(self.forward(model, batch), batch["item"], exclude)
+            yield rank_of_target(self.forward(model, batch), batch["item"], exclude)
+
+    @torch.no_grad()
+    def evaluate(self, model, split, data, batch_size):
+        was = model.training
+        model.eval()
+        sums = {m.name: 0.0 for m in self.metrics}
+        n = 0
+        for ranks in self._ranks(model, split, data, batch_size):
             for k in RANKING_KS:
                 hit, ndcg = hr_ndcg(ranks, k)
                 sums[f"hr@{k}"] += float(hit.sum())
@@ -269,14 +275,8 @@ class Ranking(Task):
         """Per user (one row of the split each): HR@K and NDCG@K."""
         was = model.training
         model.eval()
-        history = data.split("history")["items"]
         parts: dict[str, list[torch.Tensor]] = {m.name: [] for m in self.metrics}
-        for batch in split.batches(batch_size):
-            batch = data.prepare(batch)
-            exclude = [history.index_select(0, batch["user"])]
-            if "seen" in batch:
-                exclude.append(batch["seen"])
-            ranks = rank_of_target(self.forward(model, batch), batch["item"], exclude)
+        for ranks in self._ranks(model, split, data, batch_size):
             for k in RANKING_KS:
                 hit, ndcg = hr_ndcg(ranks, k)
                 parts[f"hr@{k}"].append(hit)
