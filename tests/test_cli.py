@@ -334,7 +334,7 @@ def test_outcomes_survive_an_interrupt_and_the_resumed_board_reproduces_their_p_
     md = (tmp_path / "runs/tiny/leaderboards/imdb-movies_features=numerical__rating.md").read_text()
     rows = {
         cells[0]: cells
-        for line in md.split("\n## ")[0].splitlines()  # (the main table, not the sections below it)
+        for line in md.split("## Every column")[1].splitlines()  # (the whole table, every column)
         if line.startswith("| ")
         for cells in [[c.strip() for c in line.strip("|").split("|")]]
     }

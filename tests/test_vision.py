@@ -243,10 +243,12 @@ def test_cpu_grid_end_to_end_on_test_written_data(tmp_path, monkeypatch, capsys)
     assert "3 ok, 0 failed" in capsys.readouterr().out
     md = next((tmp_path / "runs/cifar100-cpu/leaderboards").glob("cifar100*classification.md"))
     text = md.read_text()
-    header = next(line for line in text.splitlines() if line.startswith("| Method"))
+    wide = text.split("## Every column")[1].splitlines()  # the whole table
+    header = next(line for line in wide if line.startswith("| Method"))
     assert "Top-1 err %" in header and "Params" in header and "Train J" in header
     for method in ("| WRN ", "| KD(", "| SAD("):
-        row = next(line for line in text.splitlines() if line.startswith(method))
+        wide = text.split("## Every column")[1].splitlines()  # the whole table
+        row = next(line for line in wide if line.startswith(method))
         assert "703,284" in row and "wrn:wrn-16-2" in row
     assert "checksums NOT verified" in text
 
