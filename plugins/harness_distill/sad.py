@@ -18,7 +18,7 @@ feature dimension d:
 KD is Hinton's T^2-scaled KL for classification; for ratings (no classes to soften) it
 is the MSE to the teacher's prediction — a simplification stated here and in the docs.
 The paper's eq. 3 omits KD, but its Table 2 lists T and alpha, which are the official
-code's KD temperature and weight (see ../shared/methods/sad.md).
+code's KD temperature and weight (docs/models.md).
 
 Features of any layout work: [B, C, H, W] (GAP over H, W; value over H×W),
 [B, C, L] (the sequence axis is the spatial one), and [B, H] (a hidden vector: its

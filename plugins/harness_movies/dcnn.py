@@ -1,7 +1,7 @@
 """DCNN: the CNN rating predictor of Bharadhwaj et al.'s (2024) movie experiment (after Abarja 2020).
 
-The seed gives no architecture; this is the reading documented in
-../shared/methods/dcnn-movies.md and docs/models.md: the encoded attribute vector is a
+The paper gives no architecture; this is the reading documented in
+docs/models.md: the encoded attribute vector is a
 1-channel sequence; `len(channels)` stages of Conv1d(kernel) -> BatchNorm -> ReLU ->
 MaxPool(2) widen it; the flattened result goes through one hidden fully connected
 layer (ReLU, dropout) to one output, the standardised rating, trained with MSE.

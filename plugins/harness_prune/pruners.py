@@ -1,5 +1,5 @@
 """SP, LTH and SS: Bharadhwaj et al.'s (2024) pruning schedules around distillation (its Algorithm 1),
-plus LTH's unstructured variant. ../shared/methods/pruning.md has the sources.
+plus LTH's unstructured variant; docs/pruning.md names the sources.
 
 Choices the paper leaves open, made here (and named in docs/pruning.md):
 - `rate` is a fraction of the channels (weights, for lth-u) that still survive, per
