@@ -129,17 +129,21 @@ class Rating(Task):
     def loss(self, out, batch):
         return F.mse_loss(out, batch["y"])
 
+    def _errors(self, model, split, data, batch_size) -> Iterator[torch.Tensor]:
+        """Prediction minus target on the original scale (standardisation undone),
+        batch by batch."""
+        mean = float(data.info.get("target_mean", 0.0))
+        std = float(data.info.get("target_std", 1.0))
+        for batch in split.batches(batch_size):
+            batch = data.prepare(batch)
+            pred = self.forward(model, batch).float() * std + mean
+            yield pred - (batch["y"].float() * std + mean)
+
     @torch.no_grad()
     def outcomes(self, model, split, data, batch_size):
         was = model.training
         model.eval()
-        mean = float(data.info.get("target_mean", 0.0))
-        std = float(data.info.get("target_std", 1.0))
-        diffs = []
-        for batch in split.batches(batch_size):
-            batch = data.prepare(batch)
-            pred = self.forward(model, batch).float() * std + mean
-            diffs.append(pred - (batch["y"].float() * std + mean))
+        diffs = list(self._errors(model, split, data, batch_size))
         model.train(was)
         d = _cat(diffs)
         return {"abs_err": np.abs(d), "sq_err": d * d}
@@ -148,14 +152,8 @@ class Rating(Task):
     def evaluate(self, model, split, data, batch_size):
         was = model.training
         model.eval()
-        mean = float(data.info.get("target_mean", 0.0))
-        std = float(data.info.get("target_std", 1.0))
         abs_sum, sq_sum, n = 0.0, 0.0, 0
-        for batch in split.batches(batch_size):
-            batch = data.prepare(batch)
-            pred = self.forward(model, batch).float() * std + mean
-            true = batch["y"].float() * std + mean
-            diff = pred - true
+        for diff in self._errors(model, split, data, batch_size):
             abs_sum += float(diff.abs().sum())
             sq_sum += float((diff * diff).sum())
             n += len(diff)
