@@ -502,11 +502,17 @@ def render_pairs(pairs: list[PairTable]) -> list[str]:
     return out
 
 
-def overview(boards: list[tuple[str, str, str, dict[str, Any]]], about: list[str], grids: list[str]) -> str:
+def overview(
+    boards: list[tuple[str, str, str, dict[str, Any]]],
+    about: list[str],
+    grids: list[str],
+    head: list[str] | None = None,
+) -> str:
     """The overview page of a grid's boards (their README.md): one line per compact
     table with its best method and that method's gain over the plain student, links to
     the table and its plot, then the boards' files, hardware, meter and commands.
-    `boards`: (file name, dataset, task, the board's table dict) each."""
+    `boards`: (file name, dataset, task, the board's table dict) each; `head`: lines to
+    open with (an incomplete grid's, harness/coverage.py)."""
     from tabulate import tabulate
 
     rows, files = [], []
@@ -533,7 +539,7 @@ def overview(boards: list[tuple[str, str, str, dict[str, Any]]], about: list[str
             f"- [{dataset} — {task}]({name}): {len(t['ok'])} ok, "
             f"{len(t['failed'])} failed, {len(t['skipped'])} skipped{verdict}"
         )
-    out = [f"# Leaderboards{': ' + ', '.join(grids) if grids else ''}", ""]
+    out = [f"# Leaderboards{': ' + ', '.join(grids) if grids else ''}", "", *(head or [])]
     if rows:
         out += [
             "One line per table: the plain student's primary metric, the distilled or pruned "

@@ -22,7 +22,7 @@ import statistics
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scipy import stats
 from tabulate import tabulate
@@ -31,6 +31,9 @@ from . import stats as sig
 from .envinfo import hardware_line
 from .memory import SAMPLE_S
 from .tasks import TASK_OBJECTS
+
+if TYPE_CHECKING:
+    from .coverage import Plan
 
 METRIC_NAMES = {
     "top1_error": "Top-1 err %",
@@ -742,11 +745,20 @@ def render(dataset: str, task: str, t: dict[str, Any]) -> str:
     notes = sorted({r.get("data_note") for r in t["records"] if r.get("data_note")})
     grids = sorted({r["grid"] for r in t["records"]})
     out = [f"# {dataset} — {task}", ""]
+    from . import coverage as cv
+
+    covs = t.get("coverage")  # (absent: not known to the caller; [] no plan of the grid)
+    if covs is not None:
+        if covs:
+            out += cv.head_lines(covs)
+        else:
+            commands = sorted({r["command"] for r in t["records"] if r.get("command")})
+            out += cv.unknown_lines(len(t["failed"]), len(t["ok"]) + len(t["failed"]), commands)
     sg = t.get("significance") or {}
     if sg.get("teacher_lines"):
         out += ["Teacher check (is the teacher better than the plain student? see below for the test):"]
         out += sg["teacher_lines"] + [""]
-    out.append(f"Grid: {', '.join(grids)}.")
+    out.append(f"Grid: {', '.join(grids)}{cv.complete_note(covs) if covs is not None else ''}.")
     for n in notes:
         out.append(f"Data: {n}")
     out.append("")
@@ -820,13 +832,33 @@ def write_leaderboards(
     teachers: list[dict[str, Any]],
     out_dir: str | Path,
     published: list[dict[str, Any]] | None = None,
+    plans: list[Plan] | None = None,
 ) -> list[Path]:
+    """Write every board, its plots and the overview into `out_dir`. `plans`: the grids'
+    runnable cells (harness/coverage.py), so a board of an incomplete grid says which
+    cells are missing; None or [] when not known (the boards say so)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     from .compact import overview
+    from .coverage import coverage, head_lines, unknown_lines
     from .plots import write_plot
 
     tables = build_tables(records, teachers, published)
+    statuses = {r["id"]: r["status"] for r in records}
+    for (dataset, task), t in tables.items():
+        t["coverage"] = [
+            coverage(p, statuses, dataset, task)
+            for p in plans or []
+            if any(c["dataset"] == dataset and c["task"] == task for c in p.cells)
+        ]
+    if plans:
+        head = head_lines([coverage(p, statuses) for p in plans], with_board=True)
+    else:
+        failed = [r for r in records if r["status"] == "failed"]
+        finished = [r for r in records if r["status"] in ("ok", "failed")]
+        head = unknown_lines(
+            len(failed), len(finished), sorted({r["command"] for r in records if r.get("command")})
+        )
     paths = []
     boards = []
     for (dataset, task), t in sorted(tables.items()):
@@ -839,5 +871,5 @@ def write_leaderboards(
         boards.append((name, dataset, task, t))
     ok = [r for t in tables.values() for r in t["ok"]]
     grids = sorted({r["grid"] for r in records if r.get("grid")})
-    (out_dir / "README.md").write_text(overview(boards, _lines_about(ok), grids), encoding="utf-8")
+    (out_dir / "README.md").write_text(overview(boards, _lines_about(ok), grids, head), encoding="utf-8")
     return paths
