@@ -168,16 +168,12 @@ def head_lines(covs: list[Coverage], with_board: bool = False) -> list[str]:
     for cov in covs:
         if cov.complete:
             continue
-        missing = len(cov.failed) + len(cov.not_run)
-        parts = [
-            f"{len(cov.failed)} failed" if cov.failed else "",
-            f"{len(cov.not_run)} not run" if cov.not_run else "",
-        ]
+        parts = [f"{len(cov.failed)} failed"] if cov.failed else []
+        parts += [f"{len(cov.not_run)} not run"] if cov.not_run else []
         lines += [
             f"**Incomplete: {cov.done} of {cov.total} cells** of grid {cov.plan.grid} "
             f"{'are in these boards' if with_board else 'are in this board'} "
-            f"({missing} missing: {', '.join(p for p in parts if p)}; cells of the grid from "
-            f"{cov.plan.source}). Missing:",
+            f"({', '.join(parts)}; cells of the grid from {cov.plan.source}). Missing:",
             "",
             *missing_lines(cov, with_board),
             "",

@@ -103,7 +103,7 @@ def _mib(values: Iterable[float | None]) -> str:
     vs = _present(values)
     if not vs:
         return "—"
-    return f"{statistics.fmean(vs):,.0f}" + (f" ± {statistics.stdev(vs):,.0f}" if len(vs) > 1 else "")
+    return f"{statistics.fmean(vs):,.0f}" + (f" ± {statistics.stdev(vs):.2g}" if len(vs) > 1 else "")
 
 
 def slug(text: str) -> str:

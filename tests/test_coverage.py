@@ -53,7 +53,7 @@ def test_missing_and_failed_cells_are_counted_grouped_and_the_command_given(tmp_
     head = md.splitlines()[:12]
     assert head[0] == "# movies — rating"
     assert head[2].startswith(
-        "**Incomplete: 7 of 20 cells** of grid g are in this board (13 missing: 1 failed, 12 not run;"
+        "**Incomplete: 7 of 20 cells** of grid g are in this board (1 failed, 12 not run;"
     )
     assert "- dcnn:student, seeds 0–4: RD, CD-TG (not run)" in head
     assert (
@@ -123,7 +123,7 @@ def test_an_interrupted_grid_with_failed_cells_boards_say_what_is_missing(
     capsys.readouterr()
     board = "imdb-movies_features=numerical__rating.md"
     want = [
-        "**Incomplete: 2 of 6 cells** of grid tiny are in this board (4 missing: 2 failed, 2 not run;",
+        "**Incomplete: 2 of 6 cells** of grid tiny are in this board (2 failed, 2 not run;",
         "- dcnn(channels=[2,4], hidden=4), seeds 0, 1: NAN-LOSS (failed)",
         "- dcnn(channels=[2,4], hidden=4), seeds 0, 1: INTERRUPT (not run)",
         f"Complete them (finished cells are kept): `harness run --grid {grid} --out out --retry-failed`",
@@ -149,3 +149,8 @@ def test_an_interrupted_grid_with_failed_cells_boards_say_what_is_missing(
     old = Store.open_existing(tmp_path / "out/results.db")
     assert old.plans() == [] and len(old.records()) == 6  # (4 finished, 2 skipped)
     old.close()
+
+
+def test_section_without_grid_is_refused(tmp_path, capsys):
+    assert main(["leaderboard", "--results", "x.db", "--out", str(tmp_path), "--section", "cpu"]) == 2
+    assert "--section needs --grid" in capsys.readouterr().err
