@@ -3,10 +3,10 @@
     python benchmarks/bench_memory.py [--epochs 2] [--seeds 1] [--passes 3] [--leak-cells 32]
 
 1. Peak memory of each cell of the largest published grid, grids/cd-ml100k.yaml
-   --section cpu (CDAE on MovieLens-100K: the plain student, RD, RD-Rank, CD-Base, CD-TG
-   and CD-SG at λ 0.5 and 0.1, DE-RRD), run by `harness run` in this process (-j 1) from
-   a trimmed copy: --seeds seeds (the grid has 5) and --epochs student and teacher
-   epochs (the grid has 100 and 80). Epochs repeat the same work on the same tensors and
+   --section cpu (CDAE on MovieLens-100K: the plain student and every distiller of the
+   section), run by `harness run` in this process (-j 1) from a trimmed copy: --seeds
+   seeds (the grid has 5) and --epochs student and teacher epochs (the grid has 100
+   and 80). Epochs repeat the same work on the same tensors and
    seeds change no shape, so the trim changes the run time, not what a cell holds at its
    peak. Each cell's record carries `memory` (harness/memory.py): the process's peak
    RSS over the cell (the kernel's VmHWM, reset when the cell starts), its RSS at the
