@@ -2,7 +2,7 @@
 
   harness run --grid FILE [--out DIR] [--device cpu|cuda|auto] [--dry-run] [--retry-failed] [-j N]
   harness list (--results DB | --grid FILE [--out DIR]) [--status S]
-  harness leaderboard --results DB --out DIR
+  harness leaderboard --results DB --out DIR [--grid FILE [--section S]]
   harness export --results DB --format csv|json [--out FILE]
   harness plugins [--details]
   harness datasets [download NAME [--root DIR]]
@@ -93,7 +93,12 @@ def _parser() -> argparse.ArgumentParser:
     lb = sub.add_parser("leaderboard", parents=[common], help="write leaderboard markdown from a results.db")
     lb.add_argument("--results", required=True, help="results.db of a run")
     lb.add_argument("--out", required=True, help="folder for the markdown")
-    lb.add_argument("--grid", help="a grid file whose `published` figures are shown beside ours")
+    lb.add_argument(
+        "--grid",
+        help="the grid file: its `published` figures are shown beside ours, and its cells are "
+        "checked against the results (default: the cells `harness run` recorded in the database)",
+    )
+    lb.add_argument("--section", help="with --grid: the section that was run")
 
     ex = sub.add_parser(
         "export", parents=[common], help="one row per cell as CSV or JSON, for analysis elsewhere"
@@ -260,12 +265,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     _mkdir(out)
     _CRASH_DIR = out
     store = Store(db)
-    command = (
-        "harness run --grid "
-        + shlex.quote(args.grid)
-        + (f" --section {shlex.quote(args.section)}" if args.section else "")
-        + (f" --out {shlex.quote(args.out)}" if args.out else "")
-    )
+    from .coverage import plan_of, run_command
+
+    command = run_command(args.grid, args.section, args.out)
+    plan = plan_of(grid, command)
+    store.put_plan(plan.to_json())  # (a board can then tell which cells are missing)
     done = [c for c in grid.runnable if statuses.get(c.id) == "ok"]
     failed_before = [c for c in grid.runnable if statuses.get(c.id) == "failed"]
     todo = [
@@ -335,7 +339,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         interrupted = True
     finally:
         store.release()  # (cells not run are free for the next run at once)
-    paths = write_leaderboards(store.records(), store.teachers(), out / "leaderboards", grid.published)
+    paths = write_leaderboards(
+        store.records(), store.teachers(), out / "leaderboards", grid.published, [plan]
+    )
     store.close()
     summary = {
         "grid": grid.name,
@@ -409,13 +415,19 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from .coverage import Plan, plan_of, run_command
+
+    if args.section and not args.grid:
+        raise UsageError("harness leaderboard: --section needs --grid")
     published = None
+    grid = None
     if args.grid:
         from .grid import load_grid
         from .plugins import get_registry
 
         doc = load_yaml(args.grid)
-        published = load_grid(args.grid, get_registry(), doc=doc).published
+        grid = load_grid(args.grid, get_registry(), args.section, doc=doc)
+        published = grid.published
     store = Store.open_existing(args.results)
     if store.count() == 0:
         store.close()
@@ -426,9 +438,15 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from .leaderboard import write_leaderboards
 
     records, teachers = store.records(), store.teachers()
+    if grid is not None:  # the grid file as it is now; `run` writes DIR/results.db
+        folder = Path(args.results).parent
+        given = None if folder == _out_dir(grid.name, None) else str(folder)
+        plans = [plan_of(grid, run_command(args.grid, args.section, given), f"the grid file {args.grid}")]
+    else:
+        plans = [Plan.from_json(p) for p in store.plans()]
     store.close()
     _mkdir(out)
-    for p in write_leaderboards(records, teachers, out, published):
+    for p in write_leaderboards(records, teachers, out, published, plans):
         print(p)
     return 0
 

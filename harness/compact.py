@@ -22,7 +22,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .leaderboard import METRIC_NAMES, TEST_SHORT, _fmt, _int, _is_plain
+from .leaderboard import (
+    METRIC_NAMES,
+    NOISE_LEGEND,
+    NOISE_MARK,
+    TEST_SHORT,
+    _fmt,
+    _int,
+    _is_plain,
+    fmt_energy,
+    noisy,
+)
 from .tasks import TASK_OBJECTS
 
 #: the most metric columns a compact table shows (the primary first)
@@ -287,6 +297,9 @@ def _fill(
             "train_j": _mean(r["energy"].get("train_j") for r in rs),
             "infer_j": _mean(r["energy"].get("inference_j_per_1k") for r in rs),
         }
+        # a figure marked as noise is never the best of its column
+        row["train_noisy"] = noisy(r["energy"].get("train_j") for r in rs)
+        row["infer_noisy"] = noisy(r["energy"].get("inference_j_per_1k") for r in rs)
         raw.append(row)
         table.append(
             [
@@ -295,8 +308,8 @@ def _fill(
                 delta_cell,
                 f"{_int(params)} ({pct:.3g}%)" if pct is not None else _int(params),
                 _int(row["flops"]),
-                _fmt([r["energy"].get("train_j") for r in rs], 3),
-                _fmt([r["energy"].get("inference_j_per_1k") for r in rs], 3),
+                fmt_energy([r["energy"].get("train_j") for r in rs]),
+                fmt_energy([r["energy"].get("inference_j_per_1k") for r in rs]),
             ]
         )
         pt.points.append(
@@ -324,8 +337,8 @@ def _fill(
         (k, lambda r: r["delta"], pt.lower),
         (k + 1, lambda r: r["params"], True),
         (k + 2, lambda r: r["flops"], True),
-        (k + 3, lambda r: r["train_j"], True),
-        (k + 4, lambda r: r["infer_j"], True),
+        (k + 3, lambda r: None if r["train_noisy"] else r["train_j"], True),
+        (k + 4, lambda r: None if r["infer_noisy"] else r["infer_j"], True),
     ]
     for col, get, low in directions:
         values = [get(r) for r in raw]
@@ -344,8 +357,8 @@ def _fill(
                 tc[0] if tc else "—",
                 f"{_int(ts[0]['size']['params'])} (100%)",
                 _int(ts[0]["size"].get("flops")),
-                _fmt([t["energy"].get("train_j") for t in ts], 3),
-                _fmt([(t["energy"] or {}).get("inference_j_per_1k") for t in ts], 3),
+                fmt_energy([t["energy"].get("train_j") for t in ts]),
+                fmt_energy([(t["energy"] or {}).get("inference_j_per_1k") for t in ts]),
             ]
         )
         y = _mean(t["metrics"]["test"].get(pt.primary) for t in ts)
@@ -478,17 +491,28 @@ def render_pairs(pairs: list[PairTable]) -> list[str]:
             " †: difference of the seeds' means (no per-example outcomes stored, so no test)."
             if dagger
             else ""
+        )
+        + (
+            " " + NOISE_LEGEND
+            if any(NOISE_MARK in cell for pt in pairs for row in pt.rows for cell in row)
+            else ""
         ),
         "",
     ]
     return out
 
 
-def overview(boards: list[tuple[str, str, str, dict[str, Any]]], about: list[str], grids: list[str]) -> str:
+def overview(
+    boards: list[tuple[str, str, str, dict[str, Any]]],
+    about: list[str],
+    grids: list[str],
+    head: list[str] | None = None,
+) -> str:
     """The overview page of a grid's boards (their README.md): one line per compact
     table with its best method and that method's gain over the plain student, links to
     the table and its plot, then the boards' files, hardware, meter and commands.
-    `boards`: (file name, dataset, task, the board's table dict) each."""
+    `boards`: (file name, dataset, task, the board's table dict) each; `head`: lines to
+    open with (an incomplete grid's, harness/coverage.py)."""
     from tabulate import tabulate
 
     rows, files = [], []
@@ -515,7 +539,7 @@ def overview(boards: list[tuple[str, str, str, dict[str, Any]]], about: list[str
             f"- [{dataset} — {task}]({name}): {len(t['ok'])} ok, "
             f"{len(t['failed'])} failed, {len(t['skipped'])} skipped{verdict}"
         )
-    out = [f"# Leaderboards{': ' + ', '.join(grids) if grids else ''}", ""]
+    out = [f"# Leaderboards{': ' + ', '.join(grids) if grids else ''}", "", *(head or [])]
     if rows:
         out += [
             "One line per table: the plain student's primary metric, the distilled or pruned "

@@ -22,14 +22,18 @@ import statistics
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scipy import stats
 from tabulate import tabulate
 
 from . import stats as sig
 from .envinfo import hardware_line
+from .memory import SAMPLE_S
 from .tasks import TASK_OBJECTS
+
+if TYPE_CHECKING:
+    from .coverage import Plan
 
 METRIC_NAMES = {
     "top1_error": "Top-1 err %",
@@ -53,6 +57,53 @@ def _fmt(values: list[float], digits: int = 4) -> str:
 
 def _int(v: float | None) -> str:
     return "—" if v is None else f"{int(round(v)):,}"
+
+
+#: marks an energy figure whose spread across seeds exceeds its mean (`noisy`)
+NOISE_MARK = "‡"
+NOISE_LEGEND = (
+    f"{NOISE_MARK}: the spread across seeds exceeds the mean: noise of the measurement "
+    "(a busy machine, a short window), not a difference between models."
+)
+
+
+def _present(values: Iterable[float | None]) -> list[float]:
+    return [float(v) for v in values if v is not None and not math.isnan(float(v))]
+
+
+def noisy(values: Iterable[float | None]) -> bool:
+    """Whether figures measured over several seeds spread more than their mean (std >
+    mean): for energy, where identical models must read alike, a sign of noise."""
+    vs = _present(values)
+    return len(vs) > 1 and statistics.stdev(vs) > abs(statistics.fmean(vs))
+
+
+def fmt_energy(values: list[float | None]) -> str:
+    """An energy figure as `_fmt` gives it, with NOISE_MARK when it is `noisy`."""
+    cell = _fmt(values, 3)
+    return f"{cell} {NOISE_MARK}" if noisy(values) else cell
+
+
+def _spread_range(values: list[float]) -> str:
+    lo, hi = min(values), max(values)
+    return f"{lo:,.0f}" if lo == hi else f"{lo:,.0f}–{hi:,.0f}"
+
+
+def inference_window(energies: list[dict[str, Any]]) -> str:
+    """'412 (1.0 s)': the inference passes of a row's cells (a range over seeds) and the
+    mean length of their windows; '—' for records stored before these were kept."""
+    passes = _present(e.get("inference_passes") for e in energies)
+    seconds = _present(e.get("inference_window_s") for e in energies)
+    if not passes:
+        return "—"
+    return _spread_range(passes) + (f" ({statistics.fmean(seconds):.2g} s)" if seconds else "")
+
+
+def _mib(values: Iterable[float | None]) -> str:
+    vs = _present(values)
+    if not vs:
+        return "—"
+    return f"{statistics.fmean(vs):,.0f}" + (f" ± {statistics.stdev(vs):.2g}" if len(vs) > 1 else "")
 
 
 def slug(text: str) -> str:
@@ -413,6 +464,7 @@ def build_tables(
             if t["dataset"] == dataset and t["task"] == task:
                 teacher_runs[t["teacher"]].append(t)
         sg = _significance(task, primary, lower, rows_by, teacher_runs)
+        cuda = any((r.get("memory") or {}).get("cuda_max_allocated_mib") is not None for r in ok)
         test = TEST_SHORT.get(sg["test"] or "", "test")
         pname = METRIC_NAMES.get(primary, primary)
         headers = [
@@ -433,8 +485,11 @@ def build_tables(
             "FLOPs/sample",
             "Train J",
             "Infer J/1k",
+            "Infer passes (window)",
             "Meter",
             "Train s",
+            "Peak RSS MiB",
+            *(["CUDA peak MiB"] if cuda else []),
             "Seeds",
         ]
         pub_rows, pub_notes = _published_for(published or [], dataset, task)
@@ -456,10 +511,13 @@ def build_tables(
                     f"{ts[0]['size']['bytes'] / 1024:.1f}",
                     "—",
                     _int(ts[0]["size"]["flops"]),
-                    _fmt([t["energy"]["train_j"] for t in ts], 3),
+                    fmt_energy([t["energy"]["train_j"] for t in ts]),
+                    "—",
                     "—",
                     ts[0]["energy"]["meter"],
                     _fmt([t["times"]["train_s"] for t in ts], 3),
+                    "—",  # (trained inside a cell: in that cell's peak)
+                    *(["—"] if cuda else []),
                     ", ".join(str(t["seed"]) for t in ts),
                     *([_published_cell(pub_rows, "Teacher", tch)] if pub_rows else []),
                 ]
@@ -489,10 +547,17 @@ def build_tables(
                     f"{statistics.fmean(s['bytes'] for s in size) / 1024:.1f}",
                     _sparse_kib(size),
                     _int(statistics.fmean(s["flops"] for s in size)),
-                    _fmt([r["energy"]["train_j"] for r in rs], 3),
-                    _fmt([r["energy"]["inference_j_per_1k"] for r in rs], 3),
+                    fmt_energy([r["energy"]["train_j"] for r in rs]),
+                    fmt_energy([r["energy"]["inference_j_per_1k"] for r in rs]),
+                    inference_window([r["energy"] for r in rs]),
                     ", ".join(sorted({r["energy"]["meter"] for r in rs})),
                     _fmt([r["times"]["train_s"] for r in rs], 3),
+                    _mib((r.get("memory") or {}).get("peak_rss_mib") for r in rs),
+                    *(
+                        [_mib((r.get("memory") or {}).get("cuda_max_allocated_mib") for r in rs)]
+                        if cuda
+                        else []
+                    ),
                     ", ".join(str(r["seed"]) for r in rs),
                     *([_published_cell(pub_rows, method, stu)] if pub_rows else []),
                 ]
@@ -613,9 +678,48 @@ def _lines_about(recs: Iterable[dict[str, Any]]) -> list[str]:
             f"- Energy meter: `{name}`: {kind} ({detail}). Train J: the whole "
             "training of the row (teacher excluded); Infer J/1k: per 1,000 test samples."
         )
+    lines += _window_lines(recs)
     cmds = sorted({r["command"] for r in recs if r.get("command")})
     for c in cmds:
         lines.append(f"- Regenerate: `{c}`")
+    return lines
+
+
+def _window_lines(recs: list[dict[str, Any]]) -> list[str]:
+    """How the inference energy and the peak memory were measured: the windows' length,
+    passes and the machine's load at their ends; the peak-RSS method."""
+    lines = []
+    energies = [r["energy"] for r in recs if (r.get("energy") or {}).get("inference_passes")]
+    if energies:
+        mins = sorted(
+            {(r.get("config") or {}).get("energy", {}).get("inference_min_seconds") for r in recs} - {None}
+        )
+        loads = _present(e.get("inference_load_1m") for e in energies)
+        cores = sorted({r["env"]["cores"] for r in recs if (r.get("env") or {}).get("cores")})
+        line = (
+            "- Inference energy: the test split's passes repeated until the window lasted "
+            + (f"at least {', '.join(f'{m:g}' for m in mins)} s " if mins else "")
+            + f"({_spread_range(_present(e['inference_passes'] for e in energies))} passes)"
+        )
+        if loads:
+            line += (
+                f"; the machine's 1-minute load average at the windows' ends "
+                f"{min(loads):.1f}–{max(loads):.1f}"
+                + (f" on {', '.join(map(str, cores))} cores" if cores else "")
+            )
+            if cores and max(loads) > max(cores):
+                line += (
+                    " (more runnable work than cores: CPU-time figures then include threads "
+                    "spinning while they wait for each other, and vary between identical models)"
+                )
+        lines.append(line + ".")
+    methods = sorted({(r.get("memory") or {}).get("rss_method") for r in recs} - {None})
+    if methods:
+        how = {
+            "kernel-peak": "the kernel's peak RSS (VmHWM), reset when the cell started",
+            "sampled": f"RSS sampled every {1000 * SAMPLE_S:g} ms (a shorter spike can be missed)",
+        }
+        lines.append("- Peak RSS: " + "; ".join(how.get(m, m) for m in methods) + ".")
     return lines
 
 
@@ -641,11 +745,20 @@ def render(dataset: str, task: str, t: dict[str, Any]) -> str:
     notes = sorted({r.get("data_note") for r in t["records"] if r.get("data_note")})
     grids = sorted({r["grid"] for r in t["records"]})
     out = [f"# {dataset} — {task}", ""]
+    from . import coverage as cv
+
+    covs = t.get("coverage")  # (absent: not known to the caller; [] no plan of the grid)
+    if covs is not None:
+        if covs:
+            out += cv.head_lines(covs)
+        else:
+            commands = sorted({r["command"] for r in t["records"] if r.get("command")})
+            out += cv.unknown_lines(len(t["failed"]), len(t["ok"]) + len(t["failed"]), commands)
     sg = t.get("significance") or {}
     if sg.get("teacher_lines"):
         out += ["Teacher check (is the teacher better than the plain student? see below for the test):"]
         out += sg["teacher_lines"] + [""]
-    out.append(f"Grid: {', '.join(grids)}.")
+    out.append(f"Grid: {', '.join(grids)}{cv.complete_note(covs) if covs is not None else ''}.")
     for n in notes:
         out.append(f"Data: {n}")
     out.append("")
@@ -687,7 +800,18 @@ def render(dataset: str, task: str, t: dict[str, Any]) -> str:
             "state_dict) and FLOPs/sample (torch.utils.flop_counter) are of the deployed "
             "student; % teacher and % student are its parameters against the teacher's and the "
             "unpruned student's. Sparse KiB: a CSR-like encoding, shown only for models with "
-            "zeros (unstructured pruning), whose dense size is not claimed smaller.",
+            "zeros (unstructured pruning), whose dense size is not claimed smaller. "
+            "Infer passes (window): the passes over the test split each cell's inference-energy "
+            "window made (the range over seeds) and the window's mean length. Peak RSS: the "
+            "process's resident memory at its highest during the cell (what the process held "
+            "before it, and the teacher's training where the cell trained it, included)"
+            + (
+                "; CUDA peak: torch.cuda.max_memory_allocated over the cell"
+                if any(h.startswith("CUDA peak") for h in t["headers"])
+                else ""
+            )
+            + ".",
+            *(["", NOISE_LEGEND] if any(NOISE_MARK in c for row in t["rows"] for c in row) else []),
             "",
             "</details>",
         ]
@@ -708,13 +832,33 @@ def write_leaderboards(
     teachers: list[dict[str, Any]],
     out_dir: str | Path,
     published: list[dict[str, Any]] | None = None,
+    plans: list[Plan] | None = None,
 ) -> list[Path]:
+    """Write every board, its plots and the overview into `out_dir`. `plans`: the grids'
+    runnable cells (harness/coverage.py), so a board of an incomplete grid says which
+    cells are missing; None or [] when not known (the boards say so)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     from .compact import overview
+    from .coverage import coverage, head_lines, unknown_lines
     from .plots import write_plot
 
     tables = build_tables(records, teachers, published)
+    statuses = {r["id"]: r["status"] for r in records}
+    for (dataset, task), t in tables.items():
+        t["coverage"] = [
+            coverage(p, statuses, dataset, task)
+            for p in plans or []
+            if any(c["dataset"] == dataset and c["task"] == task for c in p.cells)
+        ]
+    if plans:
+        head = head_lines([coverage(p, statuses) for p in plans], with_board=True)
+    else:
+        failed = [r for r in records if r["status"] == "failed"]
+        finished = [r for r in records if r["status"] in ("ok", "failed")]
+        head = unknown_lines(
+            len(failed), len(finished), sorted({r["command"] for r in records if r.get("command")})
+        )
     paths = []
     boards = []
     for (dataset, task), t in sorted(tables.items()):
@@ -727,5 +871,5 @@ def write_leaderboards(
         boards.append((name, dataset, task, t))
     ok = [r for t in tables.values() for r in t["ok"]]
     grids = sorted({r["grid"] for r in records if r.get("grid")})
-    (out_dir / "README.md").write_text(overview(boards, _lines_about(ok), grids), encoding="utf-8")
+    (out_dir / "README.md").write_text(overview(boards, _lines_about(ok), grids, head), encoding="utf-8")
     return paths

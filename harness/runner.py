@@ -32,6 +32,7 @@ from .energy import Window, select_meter
 from .envinfo import environment
 from .errors import CellError, UsageError
 from .grid import canonical, dataset_label, model_label
+from .memory import PeakMemory
 from .plugins import get_registry
 from .size import count_parameters, measure_size
 from .tasks import Task, get_task
@@ -600,11 +601,26 @@ def base_record(config: dict[str, Any], cell_id: str, grid: str) -> dict[str, An
     }
 
 
+#: the most inference passes one window makes (it ends at `min_seconds` long before,
+#: unless a pass takes microseconds)
+MAX_INFERENCE_PASSES = 100_000
+
+
+def _load_1m() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):  # (not on every platform)
+        return None
+
+
 def _inference_energy(
     model: nn.Module, data: DataBundle, task: Task, meter: Any, batch_size: int, min_seconds: float
 ) -> dict[str, Any]:
     """Energy and latency of inference over the test split, repeated until the window
-    lasts at least `min_seconds` (short windows read 0 on coarse counters)."""
+    lasts at least `min_seconds` (short windows read 0 on coarse counters, and a CPU-time
+    estimate is off by up to a 10 ms clock tick at each end). Returns the figures per
+    pass and per sample, the passes, the window's length and the machine's 1-minute
+    load average at its end (a busy machine makes the estimate noisy: docs/leaderboards.md)."""
     model.eval()
     passes = 0
     n = len(data.test)
@@ -614,7 +630,7 @@ def _inference_energy(
             for batch in data.batches("test", batch_size):
                 task.forward(model, batch)
             passes += 1
-            if passes >= 1000 or time.perf_counter() - t0 >= min_seconds:
+            if passes >= MAX_INFERENCE_PASSES or time.perf_counter() - t0 >= min_seconds:
                 break
     r = w.reading
     samples = passes * n
@@ -624,9 +640,22 @@ def _inference_energy(
         "inference_j_per_1k": None if unmeasured else 1000.0 * r.joules / max(samples, 1),
         "inference_quality": r.quality,
         "inference_passes": passes,
+        "inference_window_s": r.seconds,
+        "inference_load_1m": _load_1m(),
         "inference_s": r.seconds / passes,
         "latency_ms_per_sample": 1000.0 * r.seconds / max(samples, 1),
     }
+
+
+#: what of `_inference_energy`'s figures goes into the record's `energy`
+INFERENCE_ENERGY_KEYS = (
+    "inference_j",
+    "inference_j_per_1k",
+    "inference_quality",
+    "inference_passes",
+    "inference_window_s",
+    "inference_load_1m",
+)
 
 
 def run_cell(config: dict[str, Any], cell_id: str, grid: str, opts: RunOptions) -> dict[str, Any]:
@@ -636,7 +665,9 @@ def run_cell(config: dict[str, Any], cell_id: str, grid: str, opts: RunOptions) 
     t_start = time.perf_counter()
     device = opts.device
     teacher = student = model = None
+    memory = PeakMemory(device)  # (harness/memory.py: the peak over this cell alone)
     try:
+        memory.start()
         reg = get_registry()
         record["method"] = method_label(config)
         record["env"] = environment(device)
@@ -710,7 +741,7 @@ def run_cell(config: dict[str, Any], cell_id: str, grid: str, opts: RunOptions) 
                 "estimate": r.estimate,
                 "quality": r.quality,
                 "detail": r.detail,
-                **{k: v for k, v in inf.items() if "_j" in k or k == "inference_quality"},
+                **{k: inf[k] for k in INFERENCE_ENERGY_KEYS},
             },
             times={
                 "train_s": train_s,
@@ -732,6 +763,7 @@ def run_cell(config: dict[str, Any], cell_id: str, grid: str, opts: RunOptions) 
         gc.collect()
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
+        record["memory"] = memory.stop()
     record["finished"] = time.time()
     record.setdefault("times", {})["total_s"] = time.perf_counter() - t_start
     return record

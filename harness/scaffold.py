@@ -49,6 +49,11 @@ __NAME__ = "__PKG__"
 
 [tool.setuptools]
 packages = ["__PKG__"]
+
+# ruff's defaults plus import order (I), as the harness's own code; the files as
+# written pass `ruff check` and `ruff format --check`
+[tool.ruff.lint]
+extend-select = ["I"]
 """
 
 README = """\
@@ -65,22 +70,29 @@ Name it in a grid as any built-in (see the harness's docs/plugins.md and docs/gr
 TEST = """\
 \"\"\"The plugin registers and one cell of a tiny grid runs with it.\"\"\"
 
-import __PKG__
 from harness.testing import run_one_cell
+
+import __PKG__
 
 
 def test_one_cell_runs():
-    record = run_one_cell("__KIND__", "__NAME__", plugin=__PKG____OPTIONS__)
+    record = run_one_cell(
+        "__KIND__",
+        "__NAME__",
+        plugin=__PKG__,__OPTIONS__
+    )
     assert record["status"] == "ok", record["reason"]
     assert record["metrics"]["test"]["mae"] > 0
 """
 
 MODULES = {
     "distiller": '''\
-"""__CLASS__: FitNets-style hints (Romero et al., ICLR 2015), in one stage: the
-student's last feature map, through a learned projection, regresses on the teacher's."""
-import torch.nn.functional as F
+"""FitNets-style hints (Romero et al., ICLR 2015), in one stage: the student's last
+feature map, through a learned projection, regresses on the teacher's."""
 
+from typing import ClassVar
+
+import torch.nn.functional as F
 from harness import hookimpl
 from harness.api import Distiller, Param, probe, projection
 
@@ -90,7 +102,9 @@ class __CLASS__(Distiller):
     description = "hint: MSE between projected student features and the teacher's"
     tasks = frozenset({"classification", "rating"})
     needs = frozenset({"teacher", "features"})
-    params = {"weight": Param(1.0, "weight of the hint term")}
+    params: ClassVar[dict[str, Param]] = {
+        "weight": Param(1.0, "weight of the hint term"),
+    }
 
     def setup(self, teacher, student, data, example):
         s, t = probe(student, example), probe(teacher, example)
@@ -98,7 +112,8 @@ class __CLASS__(Distiller):
         return self.regressor.parameters()
 
     def loss(self, step):
-        hint = F.mse_loss(self.regressor(step.student_features[-1]), step.teacher_features[-1])
+        student = self.regressor(step.student_features[-1])
+        hint = F.mse_loss(student, step.teacher_features[-1])
         step.log_terms(hint=self.hparams["weight"] * hint)
         return step.task_loss + self.hparams["weight"] * hint
 
@@ -108,29 +123,34 @@ def harness_register_distillers(register):
     register(__CLASS__)
 ''',
     "pruner": '''\
-"""__CLASS__: global magnitude pruning of the trained student (the smallest weights of
-every conv and linear layer, ranked together), then fine-tuning with the mask fixed."""
-from torch import nn
-from torch.nn.utils import prune
+"""Global magnitude pruning of the trained student (the smallest weights of every
+conv and linear layer, ranked together), then fine-tuning with the mask fixed."""
+
+from typing import ClassVar
 
 from harness import hookimpl
 from harness.api import Param, Pruner
 from harness.size import count_nonzero, count_parameters
+from torch import nn
+from torch.nn.utils import prune
+
+PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
 
 
 class __CLASS__(Pruner):
     name = "__NAME__"
     description = "global magnitude pruning after training, then fine-tuning"
     structure = "unstructured"
-    params = {
+    params: ClassVar[dict[str, Param]] = {
         "amount": Param(0.5, "fraction of the weights to remove"),
         "finetune_epochs": Param(1, "epochs of fine-tuning after pruning"),
     }
 
     def fit(self, fit):
         model = fit.train(fit.student)
-        layers = [(m, "weight") for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
-        prune.global_unstructured(layers, pruning_method=prune.L1Unstructured, amount=self.hparams["amount"])
+        layers = [(m, "weight") for m in model.modules() if isinstance(m, PRUNABLE)]
+        amount = self.hparams["amount"]
+        prune.global_unstructured(layers, prune.L1Unstructured, amount=amount)
         model = fit.train(model, epochs=self.hparams["finetune_epochs"])
         for module, key in layers:
             prune.remove(module, key)  # the mask becomes the weights' zeros
@@ -149,12 +169,14 @@ def harness_register_pruners(register):
     register(__CLASS__)
 ''',
     "model": '''\
-"""__CLASS__: a two-layer perceptron on the batch's "x" [B, n_features]; its hidden
-layer is the feature feature distillers match."""
-from torch import nn
+"""A two-layer perceptron on the batch's "x" [B, n_features]; its hidden layer is the
+feature feature distillers match."""
+
+from typing import ClassVar
 
 from harness import hookimpl
 from harness.api import ModelFactory, Param
+from torch import nn
 
 
 class Perceptron(nn.Module):
@@ -178,8 +200,11 @@ class __CLASS__(ModelFactory):
     tasks = frozenset({"classification", "rating"})
     exposes_features = True
     prunable = frozenset({"unstructured"})
-    params = {"hidden": Param(16, "hidden units")}
-    presets = {"teacher": {"hidden": 64}, "student": {"hidden": 8}}
+    params: ClassVar[dict[str, Param]] = {"hidden": Param(16, "hidden units")}
+    presets: ClassVar[dict[str, dict]] = {
+        "teacher": {"hidden": 64},
+        "student": {"hidden": 8},
+    }
 
     def build(self, data):
         n_out = data.info["n_classes"] if data.task == "classification" else 1
@@ -191,14 +216,15 @@ def harness_register_models(register):
     register(__CLASS__)
 ''',
     "dataset": '''\
-"""__CLASS__: a CSV file for the rating task: every column but `target` is a numeric
-feature; rows are split 80/10/10 by a seeded permutation; the target is standardised
-on the training rows (the harness scores on the original scale)."""
+"""A CSV file for the rating task: every column but `target` is a numeric feature;
+rows are split 80/10/10 by a seeded permutation; the target is standardised on the
+training rows (the harness scores on the original scale)."""
+
 from pathlib import Path
+from typing import ClassVar
 
 import pandas as pd
 import torch
-
 from harness import hookimpl
 from harness.api import DataBundle, Dataset, Param, TensorSplit
 from harness.errors import UsageError
@@ -208,7 +234,7 @@ class __CLASS__(Dataset):
     name = "__NAME__"
     description = "a CSV file of numeric features and a target column"
     tasks = frozenset({"rating"})
-    params = {
+    params: ClassVar[dict[str, Param]] = {
         "path": Param(None, "the CSV file", type=str),
         "target": Param("y", "the target column"),
         "split_seed": Param(0, "seed of the train/val/test permutation"),
@@ -224,15 +250,18 @@ class __CLASS__(Dataset):
 
     def load(self, task):
         frame = pd.read_csv(self.hparams["path"])
-        y = torch.tensor(frame.pop(self.hparams["target"]).to_numpy(), dtype=torch.float32)
+        target = frame.pop(self.hparams["target"])
+        y = torch.tensor(target.to_numpy(), dtype=torch.float32)
         x = torch.tensor(frame.to_numpy(dtype="float32"))
-        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.hparams["split_seed"]))
+        gen = torch.Generator().manual_seed(self.hparams["split_seed"])
+        order = torch.randperm(len(x), generator=gen)
         cut = [int(0.8 * len(x)), int(0.9 * len(x))]
         parts = [order[: cut[0]], order[cut[0] : cut[1]], order[cut[1] :]]
         mean, std = float(y[parts[0]].mean()), float(y[parts[0]].std().clamp_min(1e-8))
-        train, val, test = (TensorSplit({"x": x[i], "y": (y[i] - mean) / std}) for i in parts)
+        splits = [TensorSplit({"x": x[i], "y": (y[i] - mean) / std}) for i in parts]
         info = {"n_features": x.shape[1], "target_mean": mean, "target_std": std}
-        return DataBundle(task, train, val, test, info=info, note=f"{self.hparams['path']}, {len(x)} rows")
+        note = f"{self.hparams['path']}, {len(x)} rows"
+        return DataBundle(task, *splits, info=info, note=note)
 
 
 @hookimpl
@@ -240,31 +269,38 @@ def harness_register_datasets(register):
     register(__CLASS__)
 ''',
     "meter": '''\
-"""__CLASS__: energy as wall time × a constant power (`__ENV___WATTS`, default 100 W),
-e.g. a device's rated power where no counter can be read. An estimate, and marked so."""
+"""Energy as wall time × a constant power (the environment variable WATTS_VARIABLE
+names; default 100 W), e.g. a device's rated power where no counter can be read. An
+estimate, and marked so."""
+
 import os
 import time
 
 from harness import hookimpl
 from harness.api import EnergyMeter, EnergyReading
 
+WATTS_VARIABLE = "__ENV___WATTS"
+
 
 class __CLASS__(EnergyMeter):
     name = "__NAME__"
     description = "wall time x a constant power (an estimate)"
-    priority = -10  # never chosen by `meter: auto` over the built-ins; name it in a grid
+    # never chosen by `meter: auto` over the built-ins; name it in a grid
+    priority = -10
     estimate = True
 
     def __init__(self, device, **options):
         super().__init__(device)
-        self.watts = float(os.environ.get("__ENV___WATTS", "100"))
+        self.watts = float(os.environ.get(WATTS_VARIABLE, "100"))
 
     def begin(self):
         self.t0 = time.perf_counter()
 
     def end(self):
         seconds = time.perf_counter() - self.t0
-        return EnergyReading(self.watts * seconds, seconds, self.name, True, f"{self.watts:g} W assumed")
+        joules = self.watts * seconds
+        detail = f"{self.watts:g} W assumed"
+        return EnergyReading(joules, seconds, self.name, True, detail)
 
 
 @hookimpl
@@ -286,7 +322,7 @@ def plugin_files(name: str, kind: str) -> dict[str, str]:
     cls = "".join(w.capitalize() for w in name.split("-"))
     options = ""
     if kind == "dataset":  # its test writes a small CSV and points the dataset at it
-        options = ", options={'path': write_csv()}"
+        options = '\n        options={"path": write_csv()},'
     subs = {
         "__DIST__": "harness-" + name,
         "__HARNESS__": DISTRIBUTION,
@@ -300,16 +336,17 @@ def plugin_files(name: str, kind: str) -> dict[str, str]:
     test = TEST
     if kind == "dataset":
         test = test.replace(
-            "from harness.testing import run_one_cell\n",
-            "import tempfile\n\nimport numpy as np\nfrom harness.testing import run_one_cell\n\n\n"
+            "from harness.testing import run_one_cell\n\nimport __PKG__\n",
+            "import tempfile\n\nimport numpy as np\nfrom harness.testing import run_one_cell\n\n"
+            "import __PKG__\n\n\n"
             "def write_csv():\n"
             '    """300 rows: y depends on x0 and x1, plus noise."""\n'
             "    rng = np.random.default_rng(0)\n"
             "    x = rng.normal(size=(300, 4))\n"
             "    y = 3 + 2 * x[:, 0] - x[:, 1] + rng.normal(scale=0.3, size=300)\n"
-            "    path = tempfile.mkstemp(suffix='.csv')[1]\n"
-            "    header = 'x0,x1,x2,x3,y'\n"
-            "    np.savetxt(path, np.column_stack([x, y]), delimiter=',', header=header, comments='')\n"
+            '    path = tempfile.mkstemp(suffix=".csv")[1]\n'
+            '    header = "x0,x1,x2,x3,y"\n'
+            '    np.savetxt(path, np.column_stack([x, y]), delimiter=",", header=header, comments="")\n'
             "    return path\n",
         )
     files = {

@@ -11,6 +11,10 @@ Tables:
         np.savez_compressed bytes of {outcome name: array}; written in the cell's
         transaction, so an interrupted grid keeps them for every stored cell.
   meta(key, value): schema version.
+  plans(grid, record JSON): the runnable cells of each grid as `harness run` expanded
+        them when it started, and its command (harness/coverage.py), so a board built
+        from the database alone can say which cells are missing; absent in databases
+        written before plans were recorded (read as no plan).
   claims(id, pid, host, started): the cells a live run is computing now, so that two
         runs on one folder share the work; a claim whose process is gone is taken over.
 
@@ -50,6 +54,7 @@ CREATE TABLE IF NOT EXISTS teachers (
   key TEXT PRIMARY KEY, grid TEXT, dataset TEXT, task TEXT, teacher TEXT, seed INTEGER,
   record TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS plans (grid TEXT PRIMARY KEY, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS outcomes (
   kind TEXT NOT NULL, key TEXT NOT NULL, split TEXT NOT NULL, data BLOB NOT NULL,
   PRIMARY KEY (kind, key, split)
@@ -284,6 +289,20 @@ class Store:
                 f"SELECT {', '.join(COLUMNS)}, finished FROM cells ORDER BY grid, dataset, task, method, seed"
             )
         )
+
+    def put_plan(self, plan: dict[str, Any]) -> None:
+        """Record a grid's plan (`harness.coverage.Plan.to_json()`), replacing the last one
+        of the same grid name."""
+        with self.conn:
+            self.conn.execute("INSERT OR REPLACE INTO plans VALUES (?, ?)", (plan["grid"], json.dumps(plan)))
+
+    def plans(self) -> list[dict[str, Any]]:
+        """Every recorded plan, by grid name ([] in a database written before plans)."""
+        try:
+            rows = self.conn.execute("SELECT record FROM plans ORDER BY grid").fetchall()
+        except sqlite3.OperationalError:  # (no such table: an older database, opened read-only)
+            return []
+        return [json.loads(r["record"]) for r in rows]
 
     def teachers(self) -> list[dict[str, Any]]:
         found = self._all_outcomes("teacher")

@@ -57,6 +57,10 @@ def test_tiny_grid_end_to_end_then_rerun_runs_nothing(write_grid, tmp_path, monk
     assert len(list((tmp_path / "runs/tiny/teachers").glob("*.pt"))) == 2
     rec = json.loads(db.execute("select record from cells where distiller='kd'").fetchone()[0])
     assert rec["status"] == "ok" and rec["energy"]["train_j"] > 0
+    assert rec["energy"]["inference_passes"] >= 1 and rec["energy"]["inference_window_s"] > 0
+    # the cell trained its teacher: its peak is above what the process held at its start
+    assert rec["memory"]["peak_rss_mib"] > rec["memory"]["start_rss_mib"] > 0
+    assert rec["memory"]["cuda_max_allocated_mib"] is None
     assert rec["size"]["params"] < rec["size"]["teacher_params"]
     assert rec["env"]["versions"]["torch"] == torch.__version__
     # the same command again runs nothing and says so

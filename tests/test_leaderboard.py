@@ -328,3 +328,78 @@ def test_meter_line_says_when_readings_were_filled_or_unmeasured():
     line = next(x for x in md.splitlines() if x.startswith("- Energy meter: `nvml-energy`"))
     assert "measured; some windows were shorter than the counter's update and filled" in line
     assert "could not be measured" not in line
+
+
+def test_the_issues_inference_energy_reads_as_noise():
+    from harness.leaderboard import noisy
+
+    assert noisy([0.135, 3.14])  # identical students: std 2.1 J over a mean of 1.6 J
+    assert not noisy([0.135, 0.14, 0.13])
+    assert not noisy([3.14])  # one seed: no spread to judge
+    assert not noisy([None, 0.1, float("nan")])
+
+
+def test_noisy_energy_is_marked_never_bold_and_windows_and_peak_memory_survive_the_store(tmp_path):
+    """A figure whose spread across seeds exceeds its mean carries the noise mark and a
+    one-line legend; the inference window (passes, seconds) and peak memory go through
+    the store to the Every column table; records stored before they existed show —."""
+    from harness.leaderboard import NOISE_LEGEND, NOISE_MARK
+
+    records = []
+    for seed, j in enumerate([0.01, 0.2, 0.0]):  # mean 0.07, std 0.11: noise
+        r = rec("DCNN", seed, 0.9, distiller="none")  # an old record: no window, no memory
+        r["energy"] = dict(r["energy"], inference_j_per_1k=j)
+        records.append(r)
+    for seed, (j, passes) in enumerate([(0.1, 400), (0.11, 420), (0.1, 410)]):
+        r = rec("KD", seed, 0.8)
+        r["energy"] = dict(
+            r["energy"],
+            inference_j_per_1k=j,
+            inference_passes=passes,
+            inference_window_s=1.0,
+            inference_load_1m=3.5,
+        )
+        r["config"] = {"energy": {"inference_min_seconds": 1.0}}
+        records.append(
+            dict(
+                r,
+                method="RD",
+                distiller="rd",
+                id=f"rd{seed}",
+                energy=dict(r["energy"], inference_j_per_1k=0.2),
+            )
+        )
+        r["memory"] = {
+            "peak_rss_mib": 400.0 + 10 * seed,
+            "start_rss_mib": 300.0,
+            "rss_method": "kernel-peak",
+            "cuda_max_allocated_mib": None,
+        }
+        records.append(r)
+    s = Store(tmp_path / "r.db")
+    for r in records:
+        s.put(r)
+    s.close()
+    s = Store.open_existing(tmp_path / "r.db")
+    stored = s.records()
+    s.close()
+    kd0 = next(r for r in stored if r["method"] == "KD" and r["seed"] == 0)
+    assert kd0["memory"]["peak_rss_mib"] == 400.0 and kd0["energy"]["inference_passes"] == 400
+    md = write_leaderboards(stored, [], tmp_path / "lb")[0].read_text()
+    compact, every = md.split("## Every column")
+    rows = {_cells(x)[0]: _cells(x) for x in compact.splitlines() if x.startswith("| ")}
+    infer = rows["Method"].index("Infer J/1k")
+    assert rows["DCNN"][infer] == f"0.07 ± 0.11 {NOISE_MARK}"
+    assert rows["KD"][infer] == "**0.103 ± 0.0058**"  # the noisy row's lower mean is not bold
+    assert compact.count(NOISE_LEGEND) == 1 and every.count(NOISE_LEGEND) == 1
+    wide = {_cells(x)[0]: _cells(x) for x in every.splitlines() if x.startswith("| ")}
+    head = wide["Method"]
+    assert "CUDA peak MiB" not in head  # (no record ran on CUDA)
+    assert wide["KD"][head.index("Infer passes (window)")] == "400–420 (1 s)"
+    assert wide["KD"][head.index("Peak RSS MiB")] == "410 ± 10"
+    assert wide["DCNN"][head.index("Infer passes (window)")] == "—"
+    assert wide["DCNN"][head.index("Peak RSS MiB")] == "—"
+    assert wide["DCNN"][head.index("Infer J/1k")].endswith(NOISE_MARK)
+    assert "- Inference energy: the test split's passes repeated until the window lasted at least 1 s" in md
+    assert "load average at the windows' ends 3.5–3.5 on 2 cores (more runnable work than cores" in md
+    assert "- Peak RSS: the kernel's peak RSS (VmHWM), reset when the cell started." in md

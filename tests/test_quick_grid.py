@@ -38,11 +38,16 @@ def test_quick_grid_runs_and_its_leaderboard_has_error_size_energy(tmp_path, cap
             assert col in header
         rows = [line for line in md.splitlines() if line.startswith(("| DCNN", "| KD", "| Teacher"))]
         assert len(rows) == 3
+        names = [c.strip() for c in header.strip("|").split("|")]
         for row in rows:
-            cells = [c.strip() for c in row.strip("|").split("|")]
-            assert re.match(r"^\d+\.\d+", cells[2])  # MAE
-            assert re.match(r"^[\d.]+", cells[-5])  # Train J
-            assert cells[-3] == "cpu-estimate" or cells[-3] in ("rapl", "nvml-energy")
+            cells = dict(zip(names, (c.strip() for c in row.strip("|").split("|")), strict=True))
+            assert re.match(r"^\d+\.\d+", cells["MAE"])
+            assert re.match(r"^[\d.]+", cells["Train J"])
+            assert cells["Meter"] in ("cpu-estimate", "rapl", "nvml-energy")
+            if not row.startswith("| Teacher"):  # the inference window and the cell's peak memory
+                assert re.match(r"^\d+(–\d+)? \([\d.]+ s\)$", cells["Infer passes (window)"])
+                assert re.match(r"^[\d,]+ ± ", cells["Peak RSS MiB"])
+            cells = list(cells.values())
             if not row.startswith("| DCNN"):  # Δ vs student with its CI, per-example test
                 assert re.match(r"^[▲▼]? ?[+-][\d.e-]+ \[[+-][\d.e-]+, [+-][\d.e-]+\]$", cells[5]), cells[5]
                 assert re.match(r"^[\d.e-]+$", cells[6]) and re.match(r"^\d+/\d+/\d+$", cells[8])

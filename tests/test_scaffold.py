@@ -12,6 +12,7 @@ import textwrap
 import pytest
 
 from harness.cli import main
+from harness.scaffold import write_plugin
 from harness.testing import KINDS
 
 
@@ -35,6 +36,44 @@ def test_each_kind_registers_runs_one_cell_and_passes_its_own_test(kind, tmp_pat
     finally:
         sys.path.remove(str(out))
     assert "1 ok, 0 failed" in capsys.readouterr().out
+
+
+def _ruff() -> list[str]:
+    """The command that runs ruff (a dev dependency), or skip the test saying why."""
+    if importlib.util.find_spec("ruff") is None:
+        pytest.skip("ruff is not installed (it is in the dev extra: pip install -e '.[dev]')")
+    cmd = [sys.executable, "-m", "ruff"]
+    try:
+        probe = subprocess.run([*cmd, "--version"], capture_output=True, text=True, timeout=60)
+    except OSError as e:
+        pytest.skip(f"ruff cannot be run: {e}")
+    if probe.returncode != 0:
+        pytest.skip(f"ruff cannot be run: {probe.stderr.strip()[:200]}")
+    return cmd
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_generated_files_pass_ruff_check_and_format(kind, tmp_path):
+    """Every file `new-plugin` writes passes `ruff check` and `ruff format --check` with
+    ruff's own defaults (--isolated: no config file read), with the stricter rule set
+    the harness uses on itself at ruff's default line length, and with the package's
+    own pyproject settings; for a short and a long plugin name (names change lines)."""
+    ruff = _ruff()
+    for name in ("x", "a-rather-long-name-for-a-plugin-package"):
+        out = write_plugin(name, kind, tmp_path / name)
+        for args in (
+            ["check", "--isolated"],
+            ["check", "--isolated", "--select", "E,F,I,W,B,UP"],
+            ["check"],
+            ["format", "--isolated", "--check"],
+            ["format", "--check"],
+        ):
+            done = subprocess.run(
+                [*ruff, *args, "--no-cache", "."], cwd=out, capture_output=True, text=True, timeout=120
+            )
+            assert done.returncode == 0, (
+                f"ruff {' '.join(args)} on {kind} {name}:\n{done.stdout}{done.stderr}"
+            )
 
 
 def test_bad_names_and_folders_are_refused_writing_nothing(tmp_path, monkeypatch, capsys):

@@ -1,0 +1,77 @@
+"""Peak memory of a cell (harness/memory.py): the peak over the cell's own window, not
+the process's high-water mark since it started; CUDA's through torch's allocator."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from harness import memory
+from harness.memory import MIB, PeakMemory
+
+
+def _touch(mib: int) -> np.ndarray:
+    """An array of `mib` MiB whose pages are all resident."""
+    a = np.empty(mib * MIB, dtype=np.uint8)
+    a.fill(1)
+    return a
+
+
+@pytest.mark.parametrize("kernel", [True, False], ids=["kernel-peak", "sampled"])
+def test_the_peak_is_the_windows_own_not_the_processes_high_water_mark(kernel):
+    if kernel and not memory.reset_kernel_peak():
+        pytest.skip("this kernel does not let a process reset its peak RSS (/proc/self/clear_refs)")
+    before = _touch(300)  # a peak before the window, higher than the window's own
+    del before
+    m = PeakMemory("cpu", kernel=kernel)
+    m.start()
+    inside = _touch(120)
+    time.sleep(4 * memory.SAMPLE_S)  # (the sampler sees it)
+    del inside
+    got = m.stop()
+    assert got["rss_method"] == ("kernel-peak" if kernel else "sampled")
+    grew = got["peak_rss_mib"] - got["start_rss_mib"]
+    assert 110 <= grew < 250, got  # the 120 MiB inside counted; the 300 MiB before not
+    assert got["cuda_max_allocated_mib"] is None
+    assert m.stop() is None  # (stopped once)
+
+
+class FakeAllocator:
+    """torch.cuda's peak statistics as the caching allocator keeps them."""
+
+    def __init__(self) -> None:
+        self.current = self.peak = 0
+        self.resets: list[torch.device] = []
+
+    def alloc(self, n: int) -> None:
+        self.current += n
+        self.peak = max(self.peak, self.current)
+
+    def free(self, n: int) -> None:
+        self.current -= n
+
+    def reset_peak_memory_stats(self, device=None) -> None:
+        self.resets.append(device)
+        self.peak = self.current
+
+    def max_memory_allocated(self, device=None) -> int:
+        return self.peak
+
+
+def test_cuda_peak_is_torchs_max_allocated_since_the_cell_started(monkeypatch):
+    fake = FakeAllocator()
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", fake.reset_peak_memory_stats)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", fake.max_memory_allocated)
+    fake.alloc(100 * MIB)  # an earlier cell's peak
+    fake.free(100 * MIB)
+    fake.alloc(8 * MIB)  # held across cells (e.g. cached data)
+    m = PeakMemory("cuda:0")
+    m.start()
+    fake.alloc(30 * MIB)
+    fake.free(30 * MIB)
+    got = m.stop()
+    assert fake.resets == [torch.device("cuda", 0)]
+    assert got["cuda_max_allocated_mib"] == pytest.approx(38.0)
