@@ -45,7 +45,7 @@ def test_quick_grid_runs_and_its_leaderboard_has_error_size_energy(tmp_path, cap
             assert re.match(r"^[\d.]+", cells["Train J"])
             assert cells["Meter"] in ("cpu-estimate", "rapl", "nvml-energy")
             if not row.startswith("| Teacher"):  # the inference window and the cell's peak memory
-                assert re.match(r"^\d+(–\d+)? \([\d.]+ s\)$", cells["Infer passes (window)"])
+                assert re.match(r"^[\d,]+(–[\d,]+)? \([\d.]+ s\)$", cells["Infer passes (window)"])
                 assert re.match(r"^[\d,]+ ± ", cells["Peak RSS MiB"])
             cells = list(cells.values())
             if not row.startswith("| DCNN"):  # Δ vs student with its CI, per-example test
