@@ -133,7 +133,9 @@ def test_bad_grid_file(tmp_path, monkeypatch, capsys, text, expected, dry):
     before = _snapshot(tmp_path)
     t0 = time.perf_counter()
     code = main(["run", "--grid", str(grid), "--out", "out", *(["--dry-run"] if dry else [])])
-    assert time.perf_counter() - t0 < 5
+    # a bound against a hang (the campaign's grid never returned), not a speed target:
+    # each takes well under a second alone, but several seconds on a loaded 2-core machine
+    assert time.perf_counter() - t0 < 30
     assert code == 2
     line = one_line(capsys)
     assert line.startswith(f"harness: error: {grid}{expected}"), line
