@@ -3,7 +3,8 @@
 
 The task graph is the grid's dependency graph: one teacher task per (dataset, teacher,
 seed, budget) that a cell's distiller needs, submitted first and at a higher priority,
-and the cells that need it depend on its future, so no two workers train one teacher.
+and the cells that need it depend on its future (the client submits such a cell once
+its teacher's future is done), so no two workers train one teacher.
 A teacher task trains the teacher into the run's teacher cache (--out/teachers, which
 workers must share with each other: a shared filesystem) and the cells load it there.
 
@@ -22,6 +23,7 @@ GPU cells (device cuda) ask for the worker resource GPU=1, so a worker started w
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -77,15 +79,7 @@ def _teacher_task(config: dict[str, Any], opts: dict[str, Any], threads: int | N
     return prepare_teacher(config, RunOptions(**opts))
 
 
-def _cell_task(
-    config: dict[str, Any],
-    cell_id: str,
-    grid: str,
-    opts: dict[str, Any],
-    threads: int | None,
-    _teacher: dict[str, Any] | None,
-) -> dict[str, Any]:
-    # (_teacher: the teacher task's result; the argument makes the cell wait for it)
+def _cell_task(config: dict[str, Any], cell_id: str, grid: str, opts: dict[str, Any], threads: int | None):
     _set_threads(threads)
     return run_cell(config, cell_id, grid, RunOptions(**opts))
 
@@ -103,41 +97,49 @@ def gpu_workers(client: Any) -> int:
 
 
 class _Run:
-    """One grid's cells on one client: the submitting, the window, the records."""
+    """One grid's cells on one client: the teachers, the window of cells, the records.
+
+    A cell is submitted once its teacher's future is done (the client holds the
+    dependency): as a graph dependency instead, Dask would run every cell of a teacher on
+    the worker that holds the teacher's result (it places a task where its inputs are)."""
 
     def __init__(self, client, cells, grid, opts, on_record, claim, threads) -> None:
         self.client, self.grid, self.on_record, self.claim = client, grid, on_record, claim
         self.threads = threads
         self.opts = asdict(opts) | {"progress": False}
         self.resources = {"GPU": 1} if opts.device.startswith("cuda") else None
-        self.queue = iter(enumerate(cells))
+        self.pending: list[tuple[int, Cell, str | None]] = []
         self.running: dict[Any, tuple[int, Cell]] = {}
         self.teachers: dict[str, Any] = {}
         self.adopted: set[str] = set()
         self.lost = 0
-        for cell in cells:  # every teacher first: they run before any cell
-            if needs_teacher(cell):
-                key = teacher_key(cell.config)
-                if key not in self.teachers:
-                    self.teachers[key] = client.submit(
-                        _teacher_task,
-                        cell.config,
-                        self.opts,
-                        threads,
-                        key=f"harness-teacher-{key}",
-                        priority=TEACHER_PRIORITY,
-                        resources=self.resources,
-                        pure=False,
-                    )
+        self.tag = uuid.uuid4().hex[:8]  # (keys of this run: a killed client's never clash)
+        for i, cell in enumerate(cells):  # every teacher first: they run before any cell
+            key = teacher_key(cell.config) if needs_teacher(cell) else None
+            self.pending.append((i, cell, key))
+            if key is not None and key not in self.teachers:
+                self.teachers[key] = client.submit(
+                    _teacher_task,
+                    cell.config,
+                    self.opts,
+                    threads,
+                    key=f"teacher-{key}-{self.tag}",
+                    priority=TEACHER_PRIORITY,
+                    resources=self.resources,
+                    pure=False,
+                )
 
     def window(self) -> int:
         return max(1, sum(self.client.nthreads().values())) + QUEUED_EXTRA
 
     def submit_next(self) -> bool:
-        for i, cell in self.queue:
-            if self.claim is not None and not self.claim(cell):
+        """Claim and submit the first pending cell whose teacher is ready; False if none."""
+        for j, (i, cell, key) in enumerate(self.pending):
+            if key is not None and not self.teachers[key].done():
                 continue
-            teacher = self.teachers.get(teacher_key(cell.config)) if needs_teacher(cell) else None
+            del self.pending[j]
+            if self.claim is not None and not self.claim(cell):
+                return True  # (passed over: another run has it)
             fut = self.client.submit(
                 _cell_task,
                 cell.config,
@@ -145,8 +147,7 @@ class _Run:
                 self.grid,
                 self.opts,
                 self.threads,
-                teacher,
-                key=f"harness-cell-{cell.id}",
+                key=f"cell-{cell.id[:12]}-{self.tag}",
                 resources=self.resources,
                 pure=False,
             )
@@ -158,6 +159,11 @@ class _Run:
         n = self.window()
         while len(self.running) < n and self.submit_next():
             pass
+
+    def waiting_on(self) -> list[Any]:
+        """The futures whose end lets the run go on: running cells, teachers not done."""
+        wanted = {key for _i, _c, key in self.pending if key is not None}
+        return [*self.running, *(f for k, f in self.teachers.items() if k in wanted and not f.done())]
 
     def finish(self, fut: Any) -> None:
         from concurrent.futures import CancelledError
@@ -186,7 +192,8 @@ class _Run:
         if not t or t.get("key") in self.adopted or t["key"] not in self.teachers:
             return
         self.adopted.add(t["key"])
-        trained = self.teachers[t["key"]].result()
+        fut = self.teachers[t["key"]]
+        trained = fut.result() if fut.status == "finished" else {}
         if t.get("cached") and not trained.get("cached", True):
             record["teacher_run"] = trained
 
@@ -215,14 +222,19 @@ def execute_on(
     run = _Run(client, cells, grid, opts, on_record, claim, threads)
     try:
         run.fill()
-        while run.running:
+        while run.running or run.pending:
+            waiting = run.waiting_on()
+            if not waiting:  # (every teacher done, nothing in flight: fill() submits)
+                run.fill()
+                continue
             try:
-                done, _ = wait(list(run.running), timeout=REFILL_S, return_when="FIRST_COMPLETED")
+                done, _ = wait(waiting, timeout=REFILL_S, return_when="FIRST_COMPLETED")
             except TimeoutError:  # (nothing finished within REFILL_S)
                 done = set()
             for fut in done:
-                run.finish(fut)
-            run.fill()  # (also when workers joined: the window grows with them)
+                if fut in run.running:
+                    run.finish(fut)
+            run.fill()  # (also when a teacher is ready, or workers joined: the window grows)
     except KeyboardInterrupt:
         run.cancel()  # cells not finished are dropped (their claims go; they rerun next time)
         raise
