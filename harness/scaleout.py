@@ -110,7 +110,8 @@ class _Run:
         self.resources = {"GPU": 1} if opts.device.startswith("cuda") else None
         self.pending: list[tuple[int, Cell, str | None]] = []
         self.running: dict[Any, tuple[int, Cell]] = {}
-        self.teachers: dict[str, Any] = {}
+        self.teachers: dict[str, Any] = {}  # (teacher key: its future, until it ends)
+        self.trained: dict[str, dict[str, Any]] = {}  # (teacher key: its task's result)
         self.adopted: set[str] = set()
         self.lost = 0
         self.tag = uuid.uuid4().hex[:8]  # (keys of this run: a killed client's never clash)
@@ -135,7 +136,7 @@ class _Run:
     def submit_next(self) -> bool:
         """Claim and submit the first pending cell whose teacher is ready; False if none."""
         for j, (i, cell, key) in enumerate(self.pending):
-            if key is not None and not self.teachers[key].done():
+            if key is not None and key not in self.trained:
                 continue
             del self.pending[j]
             if self.claim is not None and not self.claim(cell):
@@ -162,8 +163,17 @@ class _Run:
 
     def waiting_on(self) -> list[Any]:
         """The futures whose end lets the run go on: running cells, teachers not done."""
-        wanted = {key for _i, _c, key in self.pending if key is not None}
-        return [*self.running, *(f for k, f in self.teachers.items() if k in wanted and not f.done())]
+        return [*self.running, *self.teachers.values()]
+
+    def teacher_done(self, key: str) -> None:
+        """Keep a teacher task's result here and release its future: Dask would recompute
+        a finished task whose worker dies while a client holds it."""
+        fut = self.teachers.pop(key)
+        try:
+            self.trained[key] = fut.result()
+        except Exception as e:  # (e.g. its worker died too often): the cells train it themselves
+            self.trained[key] = {"key": key, "error": f"{type(e).__name__}: {str(e)[:300]}"}
+        fut.release()
 
     def finish(self, fut: Any) -> None:
         from concurrent.futures import CancelledError
@@ -189,11 +199,10 @@ class _Run:
         """The first record of a teacher's cells carries the teacher's training record
         (as with the local executor), not the cache's copy the cell loaded."""
         t = record.get("teacher_run")
-        if not t or t.get("key") in self.adopted or t["key"] not in self.teachers:
+        if not t or t.get("key") in self.adopted or t["key"] not in self.trained:
             return
         self.adopted.add(t["key"])
-        fut = self.teachers[t["key"]]
-        trained = fut.result() if fut.status == "finished" else {}
+        trained = self.trained[t["key"]]
         if t.get("cached") and not trained.get("cached", True):
             record["teacher_run"] = trained
 
@@ -231,15 +240,19 @@ def execute_on(
                 done, _ = wait(waiting, timeout=REFILL_S, return_when="FIRST_COMPLETED")
             except TimeoutError:  # (nothing finished within REFILL_S)
                 done = set()
+            keys = {f: k for k, f in run.teachers.items()}
             for fut in done:
                 if fut in run.running:
                     run.finish(fut)
+                elif fut in keys:
+                    run.teacher_done(keys[fut])
             run.fill()  # (also when a teacher is ready, or workers joined: the window grows)
     except KeyboardInterrupt:
         run.cancel()  # cells not finished are dropped (their claims go; they rerun next time)
         raise
     finally:
-        run.teachers.clear()
+        if run.teachers:  # (teachers no cell of this run needs now)
+            run.client.cancel(list(run.teachers.values()))
     return run.lost
 
 
