@@ -192,6 +192,8 @@ class _Run:
             return
         except Exception as e:  # e.g. a record that could not be pickled
             record = failed_record(cell, self.grid, f"{type(e).__name__}: {str(e)[:300]}")
+        finally:
+            fut.release()  # (else a dead worker's finished cells would be computed again)
         self._adopt_teacher(record)
         self.on_record(record, i)
 

@@ -200,3 +200,81 @@ def test_the_client_killed_and_rerun_completes_the_rest(cluster, tmp_path):
     assert db.execute("select count(*) from claims").fetchone()[0] == 0
     ran = len(_progress(out))
     assert 1 <= ran <= 5 and f"{6 - ran} already finished" in out, out
+
+
+class _FakeFuture:
+    def __init__(self, fn, args):
+        self.fn, self.args, self.status = fn, args, "pending"
+
+    def done(self):
+        return self.status == "finished"
+
+    def result(self):
+        return self.fn(*self.args)
+
+    def release(self):
+        pass
+
+
+class _FakeClient:
+    """Records what is submitted, in order, with its Dask options; runs nothing."""
+
+    def __init__(self):
+        self.submitted: list[tuple[str, dict]] = []
+
+    def submit(self, fn, *args, **kw):
+        self.submitted.append((fn.__name__, kw))
+        return _FakeFuture(fn, args)
+
+    def nthreads(self):
+        return {"w1": 1, "w2": 1}
+
+
+def test_cuda_cells_and_teachers_ask_for_a_gpu_and_cells_wait_for_their_teacher(tmp_path):
+    from harness.grid import load_grid
+    from harness.plugins import get_registry
+    from harness.runner import RunOptions
+    from harness.scaleout import TEACHER_PRIORITY, _Run
+
+    (tmp_path / "grid.yaml").write_text(TINY % ("[none, kd]", "[0, 1]"))
+    grid = load_grid(tmp_path / "grid.yaml", get_registry())
+    client = _FakeClient()
+    run = _Run(client, grid.runnable, grid.name, RunOptions(device="cuda"), None, None, None)
+    # two teachers (one per seed) first, at a higher priority, each asking for a GPU
+    assert [name for name, _ in client.submitted] == ["_teacher_task", "_teacher_task"]
+    assert all(
+        kw["priority"] == TEACHER_PRIORITY and kw["resources"] == {"GPU": 1} for _, kw in client.submitted
+    )
+    run.fill()  # only the cells without a teacher (distiller none) can go yet
+    cells = [kw for name, kw in client.submitted if name == "_cell_task"]
+    assert len(cells) == 2 and all(kw["resources"] == {"GPU": 1} for kw in cells)
+    assert all(cell.config["distiller"]["name"] == "none" for _i, cell in run.running.values())
+    assert {key for _i, _c, key in run.pending} == set(run.teachers)
+    assert "_cell_task" not in [n for n, _ in client.submitted[:2]]
+
+
+def test_cpu_cells_ask_for_no_resource(tmp_path):
+    from harness.grid import load_grid
+    from harness.plugins import get_registry
+    from harness.runner import RunOptions
+    from harness.scaleout import _Run
+
+    (tmp_path / "grid.yaml").write_text(TINY % ("[none]", "[0]"))
+    grid = load_grid(tmp_path / "grid.yaml", get_registry())
+    client = _FakeClient()
+    run = _Run(client, grid.runnable, grid.name, RunOptions(device="cpu"), None, None, None)
+    run.fill()
+    assert [(n, kw["resources"]) for n, kw in client.submitted] == [("_cell_task", None)]
+
+
+def test_a_bad_scheduler_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    Path("grid.yaml").write_text(TINY % ("[none]", "[0]"))
+    assert main(["run", "--grid", "grid.yaml", "--out", "out", "--scheduler", "missing.json"]) == 2
+    assert main(["run", "--grid", "grid.yaml", "--out", "out", "--scheduler", "s.json", "-j", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "harness: error: --scheduler missing.json: scheduler file not found",
+        "harness: error: -j with --scheduler: the cluster's workers set how many cells run at once",
+    ]
+    assert not Path("out").exists()
