@@ -338,7 +338,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     opts = RunOptions(
         device=device,
-        teacher_dir=str((out / "teachers").absolute()),  # (as workers elsewhere find it)
+        # (absolute for a cluster's workers, which may start in other folders)
+        teacher_dir=str((out / "teachers").absolute() if client else out / "teachers"),
         progress=not args.no_progress and sys.stderr.isatty() and client is None,
     )
     interrupted = False
