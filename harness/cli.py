@@ -81,6 +81,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--dry-run", action="store_true", help="print the plan; run and write nothing")
     r.add_argument("--retry-failed", action="store_true", help="also rerun cells that failed")
     r.add_argument("-j", "--jobs", type=int, default=1, help="worker processes (default 1)")
+    r.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run the cells on a Dask cluster: its scheduler's address (tcp://host:8786) or "
+        "scheduler file; its workers must share --out (docs/scale-out.md)",
+    )
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     ls = sub.add_parser("list", parents=[common], help="show cells and their status")
@@ -231,6 +237,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     global _CRASH_DIR
     if args.jobs < 1:
         raise UsageError(f"-j {args.jobs}: need at least 1 worker")
+    if args.scheduler and args.jobs != 1:
+        raise UsageError("-j with --scheduler: the cluster's workers set how many cells run at once")
     doc = load_yaml(args.grid)  # (refuses a bad file before torch and the plugins load)
     from .executor import execute
     from .grid import load_grid
@@ -240,7 +248,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     registry = get_registry()
     grid = load_grid(args.grid, registry, args.section, doc=doc)
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, here=not args.scheduler)
     out = _out_dir(grid.name, args.out)
     _check_writable(out)
     db = out / "results.db"
@@ -262,6 +270,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         return 0
 
+    client = _connect(args.scheduler) if args.scheduler else None  # (before anything is written)
     _mkdir(out)
     _CRASH_DIR = out
     store = Store(db)
@@ -329,16 +338,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     opts = RunOptions(
         device=device,
-        teacher_dir=str(out / "teachers"),
-        progress=not args.no_progress and sys.stderr.isatty(),
+        # (absolute for a cluster's workers, which may start in other folders)
+        teacher_dir=str((out / "teachers").absolute() if client else out / "teachers"),
+        progress=not args.no_progress and sys.stderr.isatty() and client is None,
     )
     interrupted = False
     try:
-        execute(todo, grid.name, opts, args.jobs, on_record, claim)
+        if client is None:
+            execute(todo, grid.name, opts, args.jobs, on_record, claim)
+        else:
+            _execute_on(client, todo, grid.name, opts, on_record, claim)
     except KeyboardInterrupt:
         interrupted = True
     finally:
         store.release()  # (cells not run are free for the next run at once)
+        if client is not None:
+            client.close()
     paths = write_leaderboards(
         store.records(), store.teachers(), out / "leaderboards", grid.published, [plan]
     )
@@ -365,6 +380,33 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("interrupted: finished cells are stored; run the same command to continue", file=sys.stderr)
         return 130
     return 1 if counts["failed"] else 0
+
+
+def _connect(address: str) -> Any:
+    """The Dask client of --scheduler; prints the cluster's workers and dashboard."""
+    from .scaleout import connect, dashboard_link
+
+    client = connect(address)
+    workers = client.scheduler_info().get("workers", {})
+    threads = sum(w.get("nthreads", 0) for w in workers.values())
+    line = f"dask scheduler {client.scheduler.address}: {len(workers)} workers, {threads} threads"
+    link = dashboard_link(client)
+    print(line + (f"; dashboard {link}" if link else ""), flush=True)
+    return client
+
+
+def _execute_on(client: Any, todo: list, grid: str, opts: Any, on_record: Any, claim: Any) -> None:
+    from .scaleout import execute_on, wait_note
+
+    note = wait_note(opts, client)
+    if note:
+        print(f"harness: warning: {note}", file=sys.stderr, flush=True)
+    lost = execute_on(client, todo, grid, opts, on_record, claim)
+    if lost:
+        print(
+            f"harness: warning: {lost} cells were lost with the scheduler; run the same command to run them",
+            file=sys.stderr,
+        )
 
 
 # --------------------------------------------------------------------------- others
@@ -398,6 +440,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             r["student"],
             r["method"],
             r["seed"],
+            r["worker"] or "",
             (r["reason"] or "")[:80],
         ]
         for r in store.rows()
@@ -405,7 +448,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     ]
     store.close()
     print(
-        tabulate(rows, headers=["cell", "status", "dataset", "task", "student", "method", "seed", "reason"])
+        tabulate(
+            rows,
+            headers=["cell", "status", "dataset", "task", "student", "method", "seed", "worker", "reason"],
+        )
     )
     by = {}
     for r in rows:

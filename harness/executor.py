@@ -103,7 +103,7 @@ def execute(
                 try:
                     running[pool.submit(_work, cell.config, cell.id, grid, worker_opts)] = (i, cell)
                 except BrokenProcessPool as e:  # a worker died earlier: the pool takes no more
-                    on_record(_failed(cell, grid, f"worker process died: {e}"), i)
+                    on_record(failed_record(cell, grid, f"worker process died: {e}"), i)
                     continue
                 return
 
@@ -117,9 +117,9 @@ def execute(
                     try:
                         record = fut.result()
                     except BrokenProcessPool as e:
-                        record = _failed(cell, grid, f"worker process died: {e}")
+                        record = failed_record(cell, grid, f"worker process died: {e}")
                     except Exception as e:  # e.g. a record that could not be pickled
-                        record = _failed(cell, grid, f"{type(e).__name__}: {e}")
+                        record = failed_record(cell, grid, f"{type(e).__name__}: {e}")
                     on_record(record, i)
                     submit_next()
         except KeyboardInterrupt:
@@ -129,7 +129,8 @@ def execute(
     sys.stderr.flush()
 
 
-def _failed(cell: Cell, grid: str, reason: str) -> dict[str, Any]:
+def failed_record(cell: Cell, grid: str, reason: str) -> dict[str, Any]:
+    """The record of a cell that never returned one (its worker died)."""
     record = base_record(cell.config, cell.id, grid)
     record.update(status="failed", reason=reason, method=cell.config["distiller"]["name"])
     return record

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import random
+import socket
 import sys
 import time
 import traceback
@@ -45,14 +46,15 @@ class RunOptions:
     progress: bool = False
 
 
-def resolve_device(choice: str) -> str:
-    """'cpu', 'cuda', 'cuda:N' or 'auto' (CUDA when present, else CPU)."""
+def resolve_device(choice: str, here: bool = True) -> str:
+    """'cpu', 'cuda', 'cuda:N' or 'auto' (CUDA when present, else CPU). here=False: the
+    cells run on other machines (a Dask cluster), so cuda is not checked on this one."""
     if choice == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if choice == "cpu":
         return "cpu"
     if choice.startswith("cuda"):
-        if not torch.cuda.is_available():
+        if here and not torch.cuda.is_available():
             raise UsageError(
                 f"--device {choice}: CUDA is not available on this machine (use --device cpu or auto)"
             )
@@ -467,6 +469,36 @@ def get_teacher(
         return model.eval(), meta
 
 
+def prepare_teacher(config: dict[str, Any], opts: RunOptions) -> dict[str, Any]:
+    """Train (or find cached) the teacher a cell needs, ahead of its cells: the teacher
+    task of a distributed run. Returns the teacher's record (its "cached" says whether it
+    was trained now) with the worker that ran it; never raises: on failure, {"key",
+    "error"} (the cells then meet the same error, and record it, when they ask for it)."""
+    try:
+        data = load_data(config, opts.device)
+        task = get_task(config["task"])
+        energy_cfg = config["energy"]
+        meter_opts = {"cpu_watts_per_core": energy_cfg["cpu_watts_per_core"]}
+
+        def meter_factory():
+            return select_meter(get_registry(), torch.device(opts.device), energy_cfg["meter"], meter_opts)
+
+        _model, meta = get_teacher(config, data, task, opts.device, opts, meter_factory)
+    except Exception as e:
+        return {"key": teacher_key(config), "error": f"{type(e).__name__}: {e}".splitlines()[0][:500]}
+    finally:
+        gc.collect()
+        if opts.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+    meta["worker"] = worker_name()
+    return meta
+
+
+def worker_name() -> str:
+    """Who runs a cell: "host:pid" of this process (a record's "worker")."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -661,6 +693,7 @@ INFERENCE_ENERGY_KEYS = (
 def run_cell(config: dict[str, Any], cell_id: str, grid: str, opts: RunOptions) -> dict[str, Any]:
     """Run one cell and return its record (never raises)."""
     record = base_record(config, cell_id, grid)
+    record["worker"] = worker_name()
     record["started"] = time.time()
     t_start = time.perf_counter()
     device = opts.device

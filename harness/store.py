@@ -284,9 +284,12 @@ class Store:
         return out
 
     def rows(self) -> list[sqlite3.Row]:
+        """The cells' columns, their finish time and the worker ("host:pid") that ran each
+        (None in records written before workers were named, and for skipped cells)."""
         return list(
             self.conn.execute(
-                f"SELECT {', '.join(COLUMNS)}, finished FROM cells ORDER BY grid, dataset, task, method, seed"
+                f"SELECT {', '.join(COLUMNS)}, finished, json_extract(record, '$.worker') AS worker "
+                "FROM cells ORDER BY grid, dataset, task, method, seed"
             )
         )
 
