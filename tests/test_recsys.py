@@ -314,7 +314,14 @@ def test_cd_loss_by_hand():
     # Algorithm 1 is tested on its own below
     for cls in (CD, CDTG, CDSG):
         d, t, s, batch, _ = setup_distiller(
-            cls, T_TABLE, S_TABLE, sample_size=3, T1=2.0, T2=1.0, lambda_=0.5, law="exponential",
+            cls,
+            T_TABLE,
+            S_TABLE,
+            sample_size=3,
+            T1=2.0,
+            T2=1.0,
+            lambda_=0.5,
+            law="exponential",
             sampler="weighted",
         )
         loss = d.loss(step_for(batch, s, t, task_loss=100.0))
