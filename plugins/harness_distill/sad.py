@@ -93,10 +93,10 @@ def sad_attention_loss(
     """L_att = sum_t mean_batch sum_s a_ts d_ts (see the module docstring).
 
     Batched: the teacher layers are grouped by the shape of their value maps (3 groups in
-    a WRN), each student map is pooled to each shape once, and one broadcast difference
-    gives d_ts for a whole group. `sad_attention_loss_per_layer` is the same sum one
-    teacher layer at a time (as the official code computes it); the two agree within
-    float rounding (tests/test_vision.py).
+    a WRN), each student map is pooled to each shape once, and one batched matmul gives
+    d_ts for a whole group (the squared distance expanded into norms and dot products).
+    `sad_attention_loss_per_layer` is the same sum one teacher layer at a time (as the
+    official code computes it); the two agree within float rounding (tests/test_vision.py).
     """
     s_values = [value_map(f) for f in s_feats]
     groups: dict[tuple[int, ...], list[int]] = {}
@@ -106,7 +106,11 @@ def sad_attention_loss(
     for shape, idx in groups.items():
         vt = torch.stack([F.normalize(value_map(t_feats[t]).flatten(1), dim=1) for t in idx], 1)
         vs = torch.stack([F.normalize(resample(v, shape).flatten(1), dim=1) for v in s_values], 1)
-        dist = (vs.unsqueeze(1) - vt.unsqueeze(2)).pow(2).mean(3)  # [B, teacher layers, m]
+        # mean_p (v_s - v_t)^2 = (|v_s|^2 + |v_t|^2 - 2 v_t . v_s) / P: one batched matmul
+        # instead of a [B, teacher layers, m, P] difference
+        cross = torch.bmm(vt, vs.transpose(1, 2))
+        sq = vt.pow(2).sum(2).unsqueeze(2) + vs.pow(2).sum(2).unsqueeze(1)
+        dist = (sq - 2 * cross) / vt.shape[2]  # [B, teacher layers, m]
         total = total + (att[:, idx] * dist).sum(2).mean(0).sum()
     return total
 
