@@ -93,15 +93,19 @@ def sad_attention_loss(
     """L_att = sum_t mean_batch sum_s a_ts d_ts (see the module docstring).
 
     Batched: the teacher layers are grouped by the shape of their value maps (3 groups in
-    a WRN), each student map is pooled to each shape once, and one batched matmul gives
+    a WRN-40-2), each student map is pooled to each shape once, and one batched matmul gives
     d_ts for a whole group (the squared distance expanded into norms and dot products).
     `sad_attention_loss_per_layer` is the same sum one teacher layer at a time (as the
     official code computes it); the two agree within float rounding (tests/test_vision.py).
+    Other layouts (the movie dcnn's [B, C, L], hidden vectors) take the per-layer form,
+    so their results stay bitwise what they were.
     """
+    if any(f.dim() != 4 for f in (*t_feats, *s_feats)):
+        return sad_attention_loss_per_layer(att, t_feats, s_feats)
     s_values = [value_map(f) for f in s_feats]
     groups: dict[tuple[int, ...], list[int]] = {}
     for t, ft in enumerate(t_feats):
-        groups.setdefault(tuple(ft.shape[2:]) if ft.dim() > 2 else tuple(ft.shape[1:]), []).append(t)
+        groups.setdefault(tuple(ft.shape[2:]), []).append(t)
     total = att.new_zeros(())
     for shape, idx in groups.items():
         vt = torch.stack([F.normalize(value_map(t_feats[t]).flatten(1), dim=1) for t in idx], 1)
