@@ -1,9 +1,9 @@
 """WRN-16-2 student epochs on CIFAR-format data, the harness against a bare eager loop:
 images per second without distillation, with KD and with SAD (teacher WRN-40-2), the
 harness/reference ratio of each (aim >= 1.2), and the share of epoch time spent on data
-(batching, augmentation, normalisation: aim < 5%).
+(batching, augmentation, normalisation: aim < 5%), and peak memory.
 
-    python benchmarks/bench_cifar_epoch.py [--images 512] [--device cpu|cuda] [--repeats 3]
+    python benchmarks/bench_cifar_epoch.py [--images 512] [--device cpu|cuda] [--repeats 5]
 
 The reference is the same training written as a paper's code writes it (the official
 SAD code's loop): plain torch.nn models in the default memory format, the student's
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import time
 
@@ -50,6 +51,13 @@ METHODS = {
 def sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
+
+
+def peak_mib(device: str) -> float:
+    """CUDA's peak allocation, or the process's peak RSS (cumulative over methods)."""
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def hooked(model):
@@ -130,7 +138,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=512)
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
     dev, n = args.device, args.images
@@ -147,6 +155,8 @@ def main() -> None:
     print(f"WRN-16-2 student, {n} CIFAR-format images, batch {args.batch_size}, device {dev}; {hardware()}")
     ratios, first = {}, None
     for method in METHODS:
+        if dev.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
         fns = {
             "harness": harness(method, data, t_harness, args.batch_size, dev),
             "reference": reference(method, x, y, t_ref, args.batch_size, dev),
@@ -164,7 +174,7 @@ def main() -> None:
         print(
             f"  {method:<6} harness {n / med['harness']:7.1f} images/s   "
             f"reference {n / med['reference']:7.1f} images/s   ratio {ratios[method]:5.2f}   "
-            f"(harness cost over plain {med['harness'] / first:4.2f}x)"
+            f"(harness cost over plain {med['harness'] / first:4.2f}x; peak {peak_mib(dev):.0f} MiB)"
         )
     d = data_share(data, args.batch_size, dev, args.repeats)
     print(
