@@ -16,9 +16,9 @@ import yaml
 from harness.api import DataBundle, Step, TensorSplit
 from harness.cli import main
 from harness.errors import UsageError
-from harness_distill.sad import SAD, Attention, sad_attention_loss, value_map
+from harness_distill.sad import SAD, Attention, sad_attention_loss, sad_attention_loss_per_layer, value_map
 from harness_vision import cifar
-from harness_vision.cifar import Cifar100, augment_batch, crop_flip, normalise_batch
+from harness_vision.cifar import Cifar100, augment_batch, crop_flip, normalise_batch, transform_batch
 from harness_vision.wrn import WideResNet, WRNFactory
 
 from .conftest import write_cifar100_format
@@ -126,6 +126,62 @@ def test_sad_attention_rows_sum_to_one_and_gradients_reach_only_the_student():
     assert all(f.grad is not None and f.grad.abs().sum() > 0 for f in s_feats)
     assert att_mod.p_t.grad is not None and att_mod.query[0][0].weight.grad is not None
     assert teacher_params[0].grad is None
+
+
+def sgd_steps(model, x, y, steps=3):
+    """Losses of a few SGD steps (momentum, as the grids train) on one batch."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    losses = []
+    for _ in range(steps):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def test_channels_last_trains_as_the_default_layout():
+    # the factory's channels_last model on the transform's channels_last batches against
+    # the plain module in the default layout: same losses and weights within float rounding
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=g)
+    y = torch.randint(0, 10, (8,), generator=g)
+    data = DataBundle("classification", *[TensorSplit({"x": images, "y": y})] * 3, info={"n_classes": 10})
+    torch.manual_seed(0)
+    plain = WideResNet(10, 1, 10)
+    torch.manual_seed(0)
+    fast = WRNFactory(**WRNFactory.resolve_params({"depth": 10, "widen": 1}, "m")).build(data)
+    assert fast.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    x_cl = transform_batch(images, False, None)
+    assert x_cl.is_contiguous(memory_format=torch.channels_last)
+    x = normalise_batch(images)
+    assert torch.equal(x_cl, x) and x.is_contiguous()
+    assert sgd_steps(fast, x_cl, y) == pytest.approx(sgd_steps(plain, x, y), rel=1e-5)
+    for (name, a), b in zip(fast.state_dict().items(), plain.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-5), name
+
+
+def test_batched_sad_loss_matches_the_per_layer_one():
+    torch.manual_seed(0)
+    tf = [torch.randn(4, c, s, s) for c, s in [(8, 16)] * 3 + [(16, 8)] * 2 + [(32, 4)] * 2]
+    sf = [torch.randn(4, c, s, s, requires_grad=True) for c, s in ((8, 16), (16, 8), (32, 4))]
+    att_mod = Attention([f.shape[1] for f in tf], [f.shape[1] for f in sf], d=16)
+    att = att_mod(tf, sf)
+    inputs = sf + list(att_mod.parameters())
+    fast, ref = sad_attention_loss(att, tf, sf), sad_attention_loss_per_layer(att, tf, sf)
+    assert fast.item() == pytest.approx(ref.item(), rel=1e-5)
+    g_fast = torch.autograd.grad(fast, inputs, retain_graph=True)
+    g_ref = torch.autograd.grad(ref, inputs)
+    for a, b in zip(g_fast, g_ref, strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    # other layouts (the movie dcnn's [B, C, L], hidden vectors) keep the per-layer path:
+    # bitwise the published movie results
+    seq = [torch.randn(4, 6, 10), torch.randn(4, 12)]
+    att = torch.softmax(torch.randn(4, 2, 2), 2)
+    assert torch.equal(
+        sad_attention_loss(att, seq, seq[::-1]), sad_attention_loss_per_layer(att, seq, seq[::-1])
+    )
 
 
 def test_sad_distance_by_hand():

@@ -90,7 +90,39 @@ class Attention(nn.Module):
 def sad_attention_loss(
     att: torch.Tensor, t_feats: list[torch.Tensor], s_feats: list[torch.Tensor]
 ) -> torch.Tensor:
-    """L_att = sum_t mean_batch sum_s a_ts d_ts (see the module docstring)."""
+    """L_att = sum_t mean_batch sum_s a_ts d_ts (see the module docstring).
+
+    Batched: the teacher layers are grouped by the shape of their value maps (3 groups in
+    a WRN-40-2), each student map is pooled to each shape once, and one batched matmul gives
+    d_ts for a whole group (the squared distance expanded into norms and dot products).
+    `sad_attention_loss_per_layer` is the same sum one teacher layer at a time (as the
+    official code computes it); the two agree within float rounding (tests/test_vision.py).
+    Other layouts (the movie dcnn's [B, C, L], hidden vectors) take the per-layer form,
+    so their results stay bitwise what they were.
+    """
+    if any(f.dim() != 4 for f in (*t_feats, *s_feats)):
+        return sad_attention_loss_per_layer(att, t_feats, s_feats)
+    s_values = [value_map(f) for f in s_feats]
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for t, ft in enumerate(t_feats):
+        groups.setdefault(tuple(ft.shape[2:]), []).append(t)
+    total = att.new_zeros(())
+    for shape, idx in groups.items():
+        vt = torch.stack([F.normalize(value_map(t_feats[t]).flatten(1), dim=1) for t in idx], 1)
+        vs = torch.stack([F.normalize(resample(v, shape).flatten(1), dim=1) for v in s_values], 1)
+        # mean_p (v_s - v_t)^2 = (|v_s|^2 + |v_t|^2 - 2 v_t . v_s) / P: one batched matmul
+        # instead of a [B, teacher layers, m, P] difference
+        cross = torch.bmm(vt, vs.transpose(1, 2))
+        sq = vt.pow(2).sum(2).unsqueeze(2) + vs.pow(2).sum(2).unsqueeze(1)
+        dist = (sq - 2 * cross) / vt.shape[2]  # [B, teacher layers, m]
+        total = total + (att[:, idx] * dist).sum(2).mean(0).sum()
+    return total
+
+
+def sad_attention_loss_per_layer(
+    att: torch.Tensor, t_feats: list[torch.Tensor], s_feats: list[torch.Tensor]
+) -> torch.Tensor:
+    """`sad_attention_loss` one teacher layer at a time (the reference for its tests)."""
     s_values = [value_map(f) for f in s_feats]
     total = att.new_zeros(())
     for t, ft in enumerate(t_feats):

@@ -124,13 +124,18 @@ def normalise_batch(x: torch.Tensor) -> torch.Tensor:
     return (x.float() / 255.0 - mean) / std
 
 
+def transform_batch(x: torch.Tensor, train: bool, generator: torch.Generator | None) -> torch.Tensor:
+    """Augmented (in training) and normalised images, in the channels_last memory
+    format the WRN factory builds its models in (see harness_vision.wrn)."""
+    if train:
+        x = augment_batch(x, generator)
+    return normalise_batch(x).contiguous(memory_format=torch.channels_last)
+
+
 def transform(
     batch: dict[str, torch.Tensor], train: bool, generator: torch.Generator | None
 ) -> dict[str, torch.Tensor]:
-    x = batch["x"]
-    if train:
-        x = augment_batch(x, generator)
-    return {**batch, "x": normalise_batch(x)}
+    return {**batch, "x": transform_batch(batch["x"], train, generator)}
 
 
 class Cifar100(Dataset):

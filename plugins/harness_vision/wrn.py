@@ -9,6 +9,13 @@ paper's code. With 100 classes: WRN-40-2 has 2,255,156 parameters, WRN-16-2 703,
 
 Features (for SAD): the output of every block after the next block's pre-activation
 BN+ReLU, and for the last block the head's BN+ReLU — 6n features.
+
+`WideResNet` is plain torch.nn code (the default memory format, as a paper's code has
+it); `WRNFactory.build` returns it in the channels_last memory format, the layout the
+CPU's oneDNN convolutions (and CUDA's tensor-core ones) run fastest in, and the vision
+transform hands it channels_last batches. Same parameters and the same arithmetic up to
+float rounding (tests/test_vision.py checks a few training steps against the default
+layout); benchmarks/bench_cifar_epoch.py measures the speed.
 """
 
 from __future__ import annotations
@@ -111,4 +118,5 @@ class WRNFactory(ModelFactory):
 
     def build(self, data: DataBundle) -> nn.Module:
         p = self.hparams
-        return WideResNet(p["depth"], p["widen"], int(data.info["n_classes"]), p["dropout"])
+        model = WideResNet(p["depth"], p["widen"], int(data.info["n_classes"]), p["dropout"])
+        return model.to(memory_format=torch.channels_last)
