@@ -469,6 +469,14 @@ def get_teacher(
         return model.eval(), meta
 
 
+def meter_maker(config: dict[str, Any], device: str) -> Callable[[], Any]:
+    """A maker of the cell's energy meter (its grid's `energy` settings): each call a new
+    meter, for the teacher's and the student's own windows."""
+    energy_cfg = config["energy"]
+    meter_opts = {"cpu_watts_per_core": energy_cfg["cpu_watts_per_core"]}
+    return lambda: select_meter(get_registry(), torch.device(device), energy_cfg["meter"], meter_opts)
+
+
 def prepare_teacher(config: dict[str, Any], opts: RunOptions) -> dict[str, Any]:
     """Train (or find cached) the teacher a cell needs, ahead of its cells: the teacher
     task of a distributed run. Returns the teacher's record (its "cached" says whether it
@@ -477,13 +485,7 @@ def prepare_teacher(config: dict[str, Any], opts: RunOptions) -> dict[str, Any]:
     try:
         data = load_data(config, opts.device)
         task = get_task(config["task"])
-        energy_cfg = config["energy"]
-        meter_opts = {"cpu_watts_per_core": energy_cfg["cpu_watts_per_core"]}
-
-        def meter_factory():
-            return select_meter(get_registry(), torch.device(opts.device), energy_cfg["meter"], meter_opts)
-
-        _model, meta = get_teacher(config, data, task, opts.device, opts, meter_factory)
+        _model, meta = get_teacher(config, data, task, opts.device, opts, meter_maker(config, opts.device))
     except Exception as e:
         return {"key": teacher_key(config), "error": f"{type(e).__name__}: {e}".splitlines()[0][:500]}
     finally:
@@ -705,12 +707,7 @@ def run_cell(config: dict[str, Any], cell_id: str, grid: str, opts: RunOptions) 
         record["method"] = method_label(config)
         record["env"] = environment(device)
         task = get_task(config["task"])
-        energy_cfg = config["energy"]
-        meter_opts = {"cpu_watts_per_core": energy_cfg["cpu_watts_per_core"]}
-
-        def meter_factory():
-            return select_meter(reg, torch.device(device), energy_cfg["meter"], meter_opts)
-
+        meter_factory = meter_maker(config, device)
         data = load_data(config, device)
         record["data_note"] = data.note
         dist_cls = reg.get("distiller", config["distiller"]["name"])
@@ -756,7 +753,7 @@ def run_cell(config: dict[str, Any], cell_id: str, grid: str, opts: RunOptions) 
         # per test example, for paired tests between cells (harness.stats); the store
         # keeps them apart from the record's JSON
         record["outcomes"] = {"test": task.outcomes(model, data.test, data, eb)}
-        inf = _inference_energy(model, data, task, meter, eb, energy_cfg["inference_min_seconds"])
+        inf = _inference_energy(model, data, task, meter, eb, config["energy"]["inference_min_seconds"])
         one = data.prepare(data.test.head(1))
         size = measure_size(model, lambda: task.forward(model, one))
         size["teacher_params"] = teacher_params
