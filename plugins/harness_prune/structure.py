@@ -20,7 +20,10 @@ outputs (within 1e-5).
 Importance of a channel (Li et al. 2017): the L1 norm of its filters, summed over the
 producers of its group. Each pruning event removes `rate` of the channels that still
 survive in every group (per group, like torch.nn.utils.prune.ln_structured per layer),
-keeping at least one, and with `round_to` a multiple of that many.
+keeping at least one. With `round_to` (the pruners' default 8), a group whose width is
+a multiple of it and at least 4 times it keeps the multiple nearest to the schedule's
+survivors n (1 - rate)^events instead (at least `round_to`): rounding moves its removed
+fraction by at most round_to / (2 n) <= 1/8 (MAX_ROUNDING_SHIFT).
 
 Unstructured pruning (global magnitude, Frankle & Carbin; open_lth's default) masks
 individual conv/linear/embedding weights (recommenders are mostly embeddings),
