@@ -117,8 +117,11 @@ def main() -> None:
         help="keep multiples of this many channels (8: the pruners' default; 1: none)",
     )
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best is kept")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--models", nargs="+", default=list(CASES), choices=list(CASES))
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     levels = sorted(set([0.0, *args.levels]))
     print(f"CPU inference of pruned models (round_to {args.round_to}); {hardware()}")
     ratios: dict[str, float] = {}
