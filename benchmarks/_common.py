@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from collections.abc import Callable
@@ -40,16 +41,27 @@ def interleaved(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, l
     return times
 
 
-def summary(times: dict[str, list[float]], base: str) -> None:
+def summary(times: dict[str, list[float]], base: str) -> dict[str, float]:
+    """Print each variant's median time and its ratio to `base`'s; return the ratios
+    of the other variants (for `emit`)."""
     med = {k: statistics.median(v) for k, v in times.items()}
     for k, v in med.items():
         print(
             f"  {k:<28} median {v * 1000:8.1f} ms  (min {min(times[k]) * 1000:.1f}, "
             f"n={len(times[k])})  ratio to {base}: {v / med[base]:.3f}"
         )
+    return {k: v / med[base] for k, v in med.items() if k != base}
 
 
 def hardware() -> str:
     from harness.envinfo import cpu_model
 
     return f"{cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def emit(bench: str, ratios: dict[str, float]) -> None:
+    """Every benchmark's last line: one JSON object, {"bench": NAME, "hardware": ...,
+    "ratios": {NAME: VALUE, ...}}, so figures can be tracked over time
+    (benchmarks/README.md keeps the latest)."""
+    out = {k: round(float(v), 4) for k, v in ratios.items()}
+    print(json.dumps({"bench": bench, "hardware": hardware(), "ratios": out}))

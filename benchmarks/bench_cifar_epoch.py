@@ -21,7 +21,6 @@ content); the same script runs on a GPU. The last line is JSON:
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import statistics
 import time
@@ -29,7 +28,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from _common import hardware, interleaved
+from _common import emit, hardware, interleaved
 from harness.api import DataBundle, TensorSplit, probe
 from harness.grid import TRAIN
 from harness.runner import train_model
@@ -181,7 +180,7 @@ def main() -> None:
         f"  data alone (batching + augmentation + normalisation): {d * 1000:.1f} ms per epoch, "
         f"{100 * d / first:.2f}% of a plain harness epoch"
     )
-    print(json.dumps({"bench": "cifar_epoch", "hardware": hardware(), "ratios": ratios}))
+    emit("cifar_epoch", ratios)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import argparse
 
 import torch
 
-from _common import dcnn, hardware, interleaved, movies, summary, train_cfg
+from _common import dcnn, emit, hardware, interleaved, movies, summary, train_cfg
 from harness.energy import Window, available_meters
 from harness.plugins import get_registry
 from harness.runner import train_model
@@ -59,7 +59,8 @@ def main() -> None:
             meter.end()
         print(f"  {name:<28} {(time.perf_counter() - t0) / 200 * 1e6:8.1f} µs per window")
     print(f"{args.epochs} student epochs with and without an energy window, device {device}; {hardware()}")
-    summary(interleaved(fns, args.repeats), "no meter")
+    ratios = summary(interleaved(fns, args.repeats), "no meter")
+    emit("energy_overhead", {f"{k.removeprefix('meter ')}/no-meter": v for k, v in ratios.items()})
 
 
 if __name__ == "__main__":

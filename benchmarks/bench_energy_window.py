@@ -14,13 +14,12 @@ periods (NVML's energy counter 20-100 ms).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 
 import torch
 
-from _common import dcnn, hardware, movies
+from _common import dcnn, emit, hardware, movies
 from harness.energy import select_meter
 from harness.plugins import get_registry
 from harness.runner import _inference_energy
@@ -63,7 +62,7 @@ def main() -> None:
             f"max/min {max(js) / min(js):5.2f}, passes {min(passes)}-{max(passes)} (n={len(js)})"
         )
         ratios[f"cv/window={w:g}s"] = round(cv, 4)
-    print(json.dumps({"bench": "energy_window", "hardware": hardware(), "ratios": ratios}))
+    emit("energy_window", ratios)
 
 
 if __name__ == "__main__":

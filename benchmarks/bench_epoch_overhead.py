@@ -15,7 +15,7 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from _common import dcnn, hardware, interleaved, movies, summary, train_cfg
+from _common import dcnn, emit, hardware, interleaved, movies, summary, train_cfg
 from harness.runner import train_model
 from harness.tasks import get_task
 from harness_distill.kd import NoDistillation
@@ -64,10 +64,11 @@ def main() -> None:
         f"student epoch, imdb-movies {args.features}, {len(x)} films, batch {bs}, "
         f"device {args.device}; {hardware()}"
     )
-    summary(
+    ratios = summary(
         interleaved({"bare PyTorch loop": bare, "harness train_model": harness_epoch}, args.repeats),
         "bare PyTorch loop",
     )
+    emit("epoch_overhead", {"harness/bare": ratios["harness train_model"]})
 
 
 if __name__ == "__main__":

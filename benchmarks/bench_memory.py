@@ -23,7 +23,6 @@ the end of the last pass over the first ("leak/last-over-first-pass").
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import textwrap
@@ -32,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from _common import hardware
+from _common import emit, hardware
 from harness.cli import main as harness
 from harness.compact import short_labels
 from harness.grid import apply_section, load_grid
@@ -170,7 +169,7 @@ def main() -> None:
     print(f"{hardware()}; load {os.getloadavg()[0]:.2f}; measuring: {measuring_cost()}")
     ratios = peaks(args.epochs, args.seeds)
     ratios |= leak(args.leak_cells, args.passes)
-    print(json.dumps({"bench": "memory", "hardware": hardware(), "ratios": ratios}))
+    emit("memory", ratios)
 
 
 if __name__ == "__main__":

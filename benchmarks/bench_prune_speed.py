@@ -1,13 +1,17 @@
 """Pruned models at each pruning level: parameters, FLOPs, and CPU inference latency at
 batch 1 and batch 256, with the measured speedup over the FLOPs-implied speedup
-(aim >= 0.8: the smaller model is really faster, not only smaller on paper).
+(aim >= 0.8: the smaller model is really faster, not only smaller on paper). Ends with
+one JSON line of those ratios.
 
     python benchmarks/bench_prune_speed.py [--levels 0 0.2 0.4 0.6] [--repeats 20]
+        [--round-to 1 8] [--models wrn16-2 dcnn-student dcnn-teacher]
 
 Each level removes that fraction of the channels of every coupled group (L1 importance,
 structure.py) from a freshly initialised model and shrinks it with torch-pruning, as
-the sp/lth/ss pruners do at the end of training. Latency: median of interleaved timed
-forward passes in eval mode under no_grad.
+the sp/lth/ss pruners do at the end of training, with each `round_to` (1: the channel
+counts the fraction gives; 8: the pruners' default, the nearest multiple of 8 in every
+group of at least 32 channels). Latency: the best over `rounds` interleaved rounds of the
+median of timed forward passes in eval mode under no_grad.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import time
 
 import torch
 
-from _common import hardware
+from _common import emit, hardware
 from harness.size import count_parameters, flops_per_sample
 from harness_movies.dcnn import DCNN
 from harness_prune.structure import StructuredMasks
@@ -36,59 +40,94 @@ def latency(model: torch.nn.Module, x: torch.Tensor, repeats: int) -> float:
     return statistics.median(times)
 
 
+CASES = {
+    "wrn16-2": ("WRN-16-2 (CIFAR 32x32)", lambda: WideResNet(16, 2, 100), (3, 32, 32)),
+    "dcnn-student": (
+        "dcnn student (imdb-movies textual, 256 inputs)",
+        lambda: DCNN(256, [8, 16, 32], 3, 32, 0.1),
+        (256,),
+    ),
+    "dcnn-teacher": (
+        "dcnn teacher (imdb-movies textual, 256 inputs)",
+        lambda: DCNN(256, [32, 64, 128], 3, 128, 0.2),
+        (256,),
+    ),
+}
+
+
+def pruned_models(build, shape, levels, round_tos) -> dict[tuple[float, int], tuple[torch.nn.Module, float]]:
+    """(level, round_to) -> (the shrunk model, the fraction of channels it lost); the
+    dense model under (0.0, 1)."""
+    out = {}
+    for level in levels:
+        for r in round_tos if level > 0 else [1]:
+            torch.manual_seed(0)
+            model = build().eval()
+            removed = 0.0
+            if level > 0:
+                masks = StructuredMasks(model, torch.randn(2, *shape))
+                masks.prune(model, level, r)
+                model, removed = masks.shrink(model).eval(), masks.removed_fraction
+            out[(level, r)] = (model, removed)
+    return out
+
+
+def measure(key: str, levels, round_tos, repeats: int, rounds: int, ratios: dict[str, float]) -> None:
+    name, build, shape = CASES[key]
+    models = pruned_models(build, shape, levels, round_tos)
+    print(f"\n{name}")
+    print(
+        f"  {'level':>6} {'round_to':>8} {'removed':>8} {'params':>10} {'FLOPs':>12} {'b1 ms':>9} "
+        f"{'b256 ms':>9} {'FLOPs speedup':>14} {'b1 speedup':>11} {'b256 speedup':>13} "
+        f"{'ratio b1':>9} {'ratio b256':>11}"
+    )
+    x1, x256 = torch.randn(1, *shape), torch.randn(256, *shape)
+    # interleave the models' timings so machine noise hits them alike
+    lat = {k: {"b1": [], "b256": []} for k in models}
+    for _ in range(rounds):
+        for k, (m, _) in models.items():
+            lat[k]["b1"].append(latency(m, x1, repeats))
+            lat[k]["b256"].append(latency(m, x256, max(3, repeats // 4)))
+    base = None
+    for (level, r), (m, removed) in models.items():
+        flops = flops_per_sample(lambda m=m, x=x1: m(x))
+        b1, b256 = min(lat[(level, r)]["b1"]), min(lat[(level, r)]["b256"])
+        if base is None:
+            base = (flops, b1, b256)
+        fs, s1, s256 = base[0] / flops, base[1] / b1, base[2] / b256
+        print(
+            f"  {100 * level:5.0f}% {r:>8} {100 * removed:7.1f}% {count_parameters(m):>10,} "
+            f"{flops:>12,} {1000 * b1:9.3f} {1000 * b256:9.2f} {fs:14.2f} {s1:11.2f} "
+            f"{s256:13.2f} {s1 / fs:9.2f} {s256 / fs:11.2f}"
+        )
+        if level > 0:
+            ratios[f"{key}/{100 * level:.0f}%/round_to={r}/b1"] = s1 / fs
+            ratios[f"{key}/{100 * level:.0f}%/round_to={r}/b256"] = s256 / fs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--levels", type=float, nargs="+", default=[0.0, 0.2, 0.4, 0.6])
     ap.add_argument("--repeats", type=int, default=20)
-    ap.add_argument("--round-to", type=int, default=1, help="keep multiples of this many channels")
+    ap.add_argument(
+        "--round-to",
+        type=int,
+        nargs="+",
+        default=[1, 8],
+        help="keep multiples of this many channels (8: the pruners' default; 1: none)",
+    )
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best is kept")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--models", nargs="+", default=list(CASES), choices=list(CASES))
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    levels = sorted(set([0.0, *args.levels]))
     print(f"CPU inference of pruned models (round_to {args.round_to}); {hardware()}")
-    cases = {
-        "WRN-16-2 (CIFAR 32x32)": (lambda: WideResNet(16, 2, 100), (3, 32, 32)),
-        "dcnn student (imdb-movies textual, 256 inputs)": (
-            lambda: DCNN(256, [8, 16, 32], 3, 32, 0.1),
-            (256,),
-        ),
-        "dcnn teacher (imdb-movies textual, 256 inputs)": (
-            lambda: DCNN(256, [32, 64, 128], 3, 128, 0.2),
-            (256,),
-        ),
-    }
-    for name, (build, shape) in cases.items():
-        torch.manual_seed(0)
-        models = []
-        for level in args.levels:
-            model = build().eval()
-            if level > 0:
-                masks = StructuredMasks(model, torch.randn(2, *shape))
-                masks.prune(model, level, args.round_to)
-                model = masks.shrink(model).eval()
-            models.append(model)
-        print(f"\n{name}")
-        print(
-            f"  {'removed':>8} {'params':>10} {'FLOPs':>12} {'b1 ms':>9} {'b256 ms':>9} "
-            f"{'FLOPs speedup':>14} {'b1 speedup':>11} {'b256 speedup':>13} {'ratio b1':>9} "
-            f"{'ratio b256':>11}"
-        )
-        x1, x256 = torch.randn(1, *shape), torch.randn(256, *shape)
-        # interleave the levels' timings so machine noise hits them alike
-        lat = {i: {"b1": [], "b256": []} for i in range(len(models))}
-        for _ in range(3):
-            for i, m in enumerate(models):
-                lat[i]["b1"].append(latency(m, x1, args.repeats))
-                lat[i]["b256"].append(latency(m, x256, max(3, args.repeats // 4)))
-        base = None
-        for i, (level, m) in enumerate(zip(args.levels, models, strict=True)):
-            flops = flops_per_sample(lambda m=m, x=x1: m(x))
-            b1, b256 = min(lat[i]["b1"]), min(lat[i]["b256"])
-            if base is None:
-                base = (flops, b1, b256)
-            fs, s1, s256 = base[0] / flops, base[1] / b1, base[2] / b256
-            print(
-                f"  {100 * level:7.0f}% {count_parameters(m):>10,} {flops:>12,} "
-                f"{1000 * b1:9.3f} {1000 * b256:9.2f} {fs:14.2f} {s1:11.2f} {s256:13.2f} "
-                f"{s1 / fs:9.2f} {s256 / fs:11.2f}"
-            )
+    ratios: dict[str, float] = {}
+    for key in args.models:
+        measure(key, levels, args.round_to, args.repeats, args.rounds, ratios)
+    emit("prune_speed", ratios)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from _common import hardware
+from _common import emit, hardware
 from harness.executor import execute
 from harness.grid import load_grid
 from harness.plugins import get_registry
@@ -122,6 +122,9 @@ def main() -> None:
         print(f"  {name:<40} {v:7.2f} ms")
     per_cell = statistics.mean(r[1] for r in rows) / len(cells)
     print(f"  (a cell of this grid takes about {per_cell:.1f} s)")
+    ratios = {f"dask/local@{w}": d / lo for w, lo, d, _ in rows}
+    ratios |= {f"speedup-1-to-2/{n}": rows[0][c] / rows[1][c] for n, c in (("local", 1), ("dask", 2))}
+    emit("scale", ratios)
 
 
 if __name__ == "__main__":

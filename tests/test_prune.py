@@ -284,15 +284,73 @@ def test_ss_searches_without_distillation_then_distils_the_ticket():
 
 
 def test_round_to_keeps_multiples_of_eight_channels():
+    from harness_prune.structure import rounds
+
     torch.manual_seed(0)
     model, x = WideResNet(16, 2, 100), torch.randn(2, 3, 32, 32)
     masks = StructuredMasks(model, x)
     masks.prune(model, 0.4, round_to=8)
+    assert sorted(g.n for g in masks.groups if not rounds(g.n, 8)) == [16]  # the stem
     for g in masks.groups:
-        assert len(g.alive) % 8 == 0 and len(g.alive) >= 8, (g.root, len(g.alive))
+        if rounds(g.n, 8):
+            assert len(g.alive) % 8 == 0 and len(g.alive) >= 8, (g.root, len(g.alive))
+        else:  # too narrow to round: pruned as with round_to 1
+            assert len(g.pruned) == round(0.4 * g.n), g.root
     small = masks.shrink(model)
-    convs = [m for m in small.modules() if isinstance(m, nn.Conv2d)]
-    assert all(m.out_channels % 8 == 0 for m in convs)
+    widths = {m.out_channels for m in small.modules() if isinstance(m, nn.Conv2d)}
+    assert all(w % 8 == 0 for w in widths - {10})  # 10: the stem's 16 less 40%
+    small.eval(), model.eval()
+    with torch.no_grad():
+        assert torch.allclose(small(x), model(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("rate, events", [(0.1, 8), (0.05, 10), (0.2, 4), (0.4, 1)])
+def test_rounded_groups_follow_the_schedule_within_the_stated_bound(rate, events):
+    """A rounded group keeps the multiple of 8 nearest n (1 - rate)^events: its removed
+    fraction is within round_to / (2 n) <= MAX_ROUNDING_SHIFT of the schedule's, and a
+    small rate still prunes (rounding each event's 10% of 32 would never move)."""
+    from harness_prune.structure import MAX_ROUNDING_SHIFT, rounds
+
+    torch.manual_seed(0)
+    model, x = WideResNet(16, 2, 100), torch.randn(2, 3, 32, 32)
+    masks = StructuredMasks(model, x)
+    for _ in range(events):
+        masks.prune(model, rate, round_to=8)
+    asked = 1 - (1 - rate) ** events
+    for g in (g for g in masks.groups if rounds(g.n, 8)):
+        assert len(g.alive) % 8 == 0
+        assert abs(len(g.pruned) / g.n - asked) <= 8 / (2 * g.n) <= MAX_ROUNDING_SHIFT, g.root
+    assert abs(masks.removed_fraction - asked) <= MAX_ROUNDING_SHIFT
+    assert masks.removed_fraction > 0
+
+
+def test_round_to_1_prunes_as_before():
+    """Without rounding each event removes round(rate * survivors) of every group (at
+    least one channel survives), whatever the group's width: the pre-rounding law."""
+    torch.manual_seed(0)
+    model, x = WideResNet(16, 2, 100), torch.randn(2, 3, 32, 32)
+    masks = StructuredMasks(model, x)
+    expected = {g.root: g.n for g in masks.groups}
+    for _ in range(6):
+        masks.prune(model, 0.3, round_to=1)
+        for g in masks.groups:
+            alive = expected[g.root]
+            expected[g.root] = alive - min(int(round(0.3 * alive)), alive - 1)
+            assert len(g.alive) == expected[g.root], g.root
+    assert any(n % 8 for n in expected.values())
+
+
+def test_structured_pruners_round_to_8_by_default():
+    from harness_prune.pruners import (
+        LotteryTicket,
+        LotteryTicketUnstructured,
+        SparseStudent,
+        StructuredPruning,
+    )
+
+    for cls in (StructuredPruning, LotteryTicket, SparseStudent):
+        assert cls.resolve_params({}, "p")["round_to"] == 8
+    assert "round_to" not in LotteryTicketUnstructured.resolve_params({}, "p")
 
 
 def effective_weights(model: nn.Module) -> dict[str, torch.Tensor]:

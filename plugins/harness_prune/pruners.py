@@ -105,9 +105,9 @@ COMMON = {
         "smallest level within this much of the best (metric units)",
     ),
     "round_to": Param(
-        1,
-        "keep a multiple of this many channels in every group (e.g. 8, for "
-        "vectorised kernels; structured pruning only)",
+        8,
+        "keep a multiple of this many channels in every group whose width is a multiple "
+        "of it and at least 4 times it (1: no rounding; structured pruning only)",
     ),
 }
 
