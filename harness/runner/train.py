@@ -120,7 +120,7 @@ def train_model(
     )  # fmt: skip
     opt = make_optimizer(list(model.parameters()) + extra, regime)
     metric = next(m for m in task.metrics if m.name == task.primary)
-    best: tuple[float, nn.Module] | None = None
+    best: tuple[float, nn.Module] | None = None  # (signed score, model) of the best epoch
     bar = tqdm(range(epochs), desc=desc, leave=False, disable=not progress, unit="epoch")
     try:
         for epoch in bar:
@@ -128,11 +128,7 @@ def train_model(
                 group["lr"] = lr_at(regime, start_epoch + epoch)
             entry = _train_epoch(run, model, opt, epoch, s_tap, t_tap)
             if select == "best_val":
-                score = task.evaluate(model, data.val, data, eval_batch_size)[metric.name]
-                entry[f"val_{metric.name}"] = score
-                signed = score if metric.lower_is_better else -score
-                if best is None or signed < best[0]:
-                    best = (signed, copy_model(model))  # (copies carry no feature tap)
+                best = _keep_best(best, model, run, metric, eval_batch_size, entry)
             if history is not None:
                 history.append(entry)
             bar.set_postfix(loss=f"{entry['loss']:.4f}")
@@ -150,6 +146,24 @@ def train_model(
             if tap:
                 tap.close()
     return best[1] if best is not None else model
+
+
+def _keep_best(
+    best: tuple[float, nn.Module] | None,
+    model: nn.Module,
+    run: _Pass,
+    metric: Any,
+    eval_batch_size: int,
+    entry: dict[str, Any],
+) -> tuple[float, nn.Module] | None:
+    """Score `model` on the validation split (into the epoch's `entry`); a copy of it
+    when it beats `best`, else `best`."""
+    score = run.task.evaluate(model, run.data.val, run.data, eval_batch_size)[metric.name]
+    entry[f"val_{metric.name}"] = score
+    signed = score if metric.lower_is_better else -score
+    if best is None or signed < best[0]:
+        return (signed, copy_model(model))  # (copies carry no feature tap)
+    return best
 
 
 def _train_epoch(
