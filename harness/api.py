@@ -423,18 +423,22 @@ class Probe:
 def probe(model: nn.Module, example: dict[str, torch.Tensor], task: str | None = None) -> Probe:
     """Shapes of `model`'s output and features on (two rows of) `example`, e.g. to size
     a distiller's own layers in `setup`. One forward pass under no_grad in eval mode
-    (the model's mode is restored; nothing is trained). The batch is fed as the task's
-    models take it: `model(batch["x"])`, or the whole batch in the ranking task (the
-    default when the batch has no "x")."""
+    (the model's mode is restored; nothing is trained). The batch goes through the
+    task's own forward (`harness.tasks`: `model(batch["x"])`, or the whole batch in the
+    ranking task); without a task, the ranking task's when the batch has no "x". The
+    features come from a `FeatureTap`, as during training."""
+    from .tasks import get_task  # (tasks imports this module)
+
     rows = {k: v[:2] for k, v in example.items()}
-    ranking = task == "ranking" if task is not None else "x" not in rows
+    name = task if task is not None else ("ranking" if "x" not in rows else "rating")
+    forward = get_task(name).forward
     has_features = bool(model.feature_layers()) if hasattr(model, "feature_layers") else False
     tap = FeatureTap(model) if has_features else None
     was = model.training
     model.eval()
     try:
         with torch.no_grad(), tap.record() if tap else contextlib.nullcontext():
-            out = model(rows) if ranking else model(rows["x"])
+            out = forward(model, rows)
         feats = tap.take() if tap else []
     finally:
         model.train(was)

@@ -37,7 +37,7 @@ from tabulate import tabulate
 from . import DISTRIBUTION, __version__
 from .errors import HarnessError, PluginError, UsageError
 from .gridfile import load_yaml
-from .record import LIST_COLUMNS
+from .record import CELL_DIMS, LIST_COLUMNS
 from .store import FINISHED, Store
 
 if TYPE_CHECKING:
@@ -147,7 +147,7 @@ def _out_dir(grid_name: str, out: str | None) -> Path:
 
 #: The plan's columns: what each cell computes, as `run` names it (the method label with
 #: its hyper-parameters and overrides), then the budget and training settings.
-_PLAN_DIMS = ("dataset", "task", "teacher", "student", "method", "seed")
+_PLAN_DIMS = CELL_DIMS
 
 
 def _plan(grid: Grid, statuses: dict[str, str], retry: bool) -> tuple[list[str], list[list[str]], list[str]]:

@@ -107,3 +107,6 @@ LIST_COLUMNS: tuple[str, ...] = (
     "worker",
     "reason",
 )
+
+#: What a cell is, as the boards and the plans label it (a subset of COLUMNS).
+CELL_DIMS: tuple[str, ...] = ("dataset", "task", "teacher", "student", "method", "seed")
