@@ -144,7 +144,7 @@ def leak(cells: int, passes: int) -> dict[str, float]:
         ends = []
         for rep in range(1, passes + 1):
             for i, c in enumerate(grid_cells):
-                rec = run_cell(c.config, c.id, "mem", opts)
+                rec = run_cell(c.spec, "mem", opts)
                 if (i + 1) % 8 == 0 or i + 1 == len(grid_cells):
                     print(
                         f"   pass {rep} cell {i + 1:>3} {rec['status']:<6} "

@@ -11,6 +11,7 @@ Everything here is method-agnostic: the core never names a dataset, model or met
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
@@ -20,7 +21,10 @@ from typing import Any, ClassVar, Protocol
 import torch
 from torch import nn
 
-from .errors import UsageError, closest
+from .errors import CellError, UsageError, closest
+from .paths import data_root as data_root  # (re-exported: where datasets live by default)
+from .size import count_nonzero as count_nonzero  # (re-exported for pruners)
+from .size import count_parameters as count_parameters
 
 #: The tasks the harness knows how to train and score.
 TASKS: tuple[str, ...] = ("classification", "rating", "ranking")
@@ -419,20 +423,22 @@ class Probe:
 def probe(model: nn.Module, example: dict[str, torch.Tensor], task: str | None = None) -> Probe:
     """Shapes of `model`'s output and features on (two rows of) `example`, e.g. to size
     a distiller's own layers in `setup`. One forward pass under no_grad in eval mode
-    (the model's mode is restored; nothing is trained). The batch is fed as the task's
-    models take it: `model(batch["x"])`, or the whole batch in the ranking task (the
-    default when the batch has no "x")."""
-    from .runner import FeatureTap  # (the runner's own tap: the features a Step holds)
+    (the model's mode is restored; nothing is trained). The batch goes through the
+    task's own forward (`harness.tasks`: `model(batch["x"])`, or the whole batch in the
+    ranking task); without a task, the ranking task's when the batch has no "x". The
+    features come from a `FeatureTap`, as during training."""
+    from .tasks import get_task  # (tasks imports this module)
 
     rows = {k: v[:2] for k, v in example.items()}
-    ranking = task == "ranking" if task is not None else "x" not in rows
+    name = task if task is not None else ("ranking" if "x" not in rows else "rating")
+    forward = get_task(name).forward
     has_features = bool(model.feature_layers()) if hasattr(model, "feature_layers") else False
     tap = FeatureTap(model) if has_features else None
     was = model.training
     model.eval()
     try:
         with torch.no_grad(), tap.record() if tap else contextlib.nullcontext():
-            out = model(rows) if ranking else model(rows["x"])
+            out = forward(model, rows)
         feats = tap.take() if tap else []
     finally:
         model.train(was)
@@ -463,6 +469,71 @@ def projection(source: Iterable[int], target: Iterable[int]) -> nn.Module:
         pool = nn.AdaptiveAvgPool1d if len(src) == 2 else nn.AdaptiveAvgPool2d
         layers.append(pool(tgt[1:] if len(tgt) == 3 else tgt[1]))
     return nn.Sequential(*layers)
+
+
+# --------------------------------------------------------------------------- model helpers
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """copy.deepcopy that also works on models whose modules hold computed tensors as
+    attributes (torch.nn.utils.prune's masked `weight`, weight_norm): those are detached
+    first; the modules' forward pre-hooks recompute them on the next pass. A copy never
+    carries a `FeatureTap`'s hooks."""
+    for mod in model.modules():
+        for key, value in list(vars(mod).items()):
+            if isinstance(value, torch.Tensor) and value.grad_fn is not None:
+                setattr(mod, key, value.detach())
+    clone = copy.deepcopy(model)
+    for mod in clone.modules():
+        for key, hook in list(mod._forward_hooks.items()):
+            if isinstance(hook, _TapHook):
+                del mod._forward_hooks[key]
+    return clone
+
+
+class _TapHook:
+    """The forward hook of a FeatureTap. Copies of a model share it (deepcopy returns it
+    as is) and `copy_model` removes it from them, so a copy never feeds the tap."""
+
+    def __init__(self, tap: FeatureTap) -> None:
+        self.tap = tap
+
+    def __call__(self, _module: nn.Module, _inp: Any, out: torch.Tensor) -> None:
+        if self.tap.on:
+            self.tap.outputs.append(out)
+
+    def __deepcopy__(self, memo: dict) -> _TapHook:
+        return self
+
+
+class FeatureTap:
+    """Captures the outputs of a model's `feature_layers()` with forward hooks, during
+    the passes run inside `record()` only (the runner records training passes, never
+    evaluation). `take()` returns and forgets them; `close()` removes the hooks."""
+
+    def __init__(self, model: nn.Module) -> None:
+        layers = model.feature_layers() if hasattr(model, "feature_layers") else []
+        if not layers:
+            raise CellError(f"{type(model).__name__} exposes no feature layers")
+        self.on = False
+        self.outputs: list[torch.Tensor] = []
+        self.handles = [m.register_forward_hook(_TapHook(self)) for m in layers]
+
+    @contextlib.contextmanager
+    def record(self) -> Iterator[None]:
+        self.outputs, self.on = [], True
+        try:
+            yield
+        finally:
+            self.on = False
+
+    def take(self) -> list[torch.Tensor]:
+        out, self.outputs = self.outputs, []
+        return out
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
 
 
 # --------------------------------------------------------------------------- pruners

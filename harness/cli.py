@@ -37,6 +37,7 @@ from tabulate import tabulate
 from . import DISTRIBUTION, __version__
 from .errors import HarnessError, PluginError, UsageError
 from .gridfile import load_yaml
+from .record import CELL_DIMS, LIST_COLUMNS
 from .store import FINISHED, Store
 
 if TYPE_CHECKING:
@@ -146,7 +147,7 @@ def _out_dir(grid_name: str, out: str | None) -> Path:
 
 #: The plan's columns: what each cell computes, as `run` names it (the method label with
 #: its hyper-parameters and overrides), then the budget and training settings.
-_PLAN_DIMS = ("dataset", "task", "teacher", "student", "method", "seed")
+_PLAN_DIMS = CELL_DIMS
 
 
 def _plan(grid: Grid, statuses: dict[str, str], retry: bool) -> tuple[list[str], list[list[str]], list[str]]:
@@ -431,18 +432,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         store.close()
         print(f"no results in {store.path}")
         return 0
+    shown = {"id": lambda v: v[:8], "worker": lambda v: v or "", "reason": lambda v: (v or "")[:80]}
     rows = [
-        [
-            r["id"][:8],
-            r["status"],
-            r["dataset"],
-            r["task"],
-            r["student"],
-            r["method"],
-            r["seed"],
-            r["worker"] or "",
-            (r["reason"] or "")[:80],
-        ]
+        [shown.get(c, lambda v: v)(r[c]) for c in LIST_COLUMNS]
         for r in store.rows()
         if args.status is None or r["status"] == args.status
     ]
@@ -450,7 +442,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     print(
         tabulate(
             rows,
-            headers=["cell", "status", "dataset", "task", "student", "method", "seed", "worker", "reason"],
+            headers=["cell" if c == "id" else c for c in LIST_COLUMNS],
         )
     )
     by = {}

@@ -24,6 +24,8 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .record import CELL_DIMS
+
 if TYPE_CHECKING:
     from .grid import Grid
 
@@ -65,18 +67,8 @@ def plan_of(grid: Grid, command: str, source: str | None = None) -> Plan:
 
     cells = []
     for c in grid.runnable:
-        d = c.describe()
-        cells.append(
-            {
-                "id": c.id,
-                "dataset": d["dataset"],
-                "task": d["task"],
-                "teacher": d["teacher"],
-                "student": d["student"],
-                "method": method_label(c.config),
-                "seed": c.seed,
-            }
-        )
+        d = {**c.describe(), "method": method_label(c.spec), "seed": c.seed}
+        cells.append({"id": c.id, **{k: d[k] for k in CELL_DIMS}})
     plan = Plan(grid=grid.name, command=command, cells=cells, skipped=len(grid.skipped))
     if source:
         plan.source = source

@@ -11,7 +11,9 @@ the failure mode of meters that report 0 silently when a counter does not advanc
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -46,6 +48,18 @@ def select_meter(
         if why is None:
             return cls(device, **options)
     raise UsageError(f"no energy meter is available on {device}")
+
+
+@contextlib.contextmanager
+def open_meter(make: Callable[[], EnergyMeter]) -> Iterator[EnergyMeter]:
+    """`with open_meter(factory) as meter:` a new meter, closed when the block ends on
+    every path (a cell that raises mid-training included): meters may hold threads,
+    handles or counters (NVML sampling) that must not outlive their cell."""
+    meter = make()
+    try:
+        yield meter
+    finally:
+        meter.close()
 
 
 class Window:

@@ -30,7 +30,8 @@ from typing import Any
 import torch
 
 from .grid import Cell
-from .runner import RunOptions, base_record, run_cell
+from .runner import RunOptions, new_record, run_cell
+from .spec import CellSpec
 
 PR_SET_PDEATHSIG = 1
 
@@ -62,8 +63,8 @@ def _init_worker(threads: int, plugins_env: str | None, parent: int) -> None:
         os.environ["HARNESS_PLUGINS"] = plugins_env
 
 
-def _work(config: dict[str, Any], cell_id: str, grid: str, opts: dict[str, Any]) -> dict[str, Any]:
-    return run_cell(config, cell_id, grid, RunOptions(**opts))
+def _work(spec: CellSpec, grid: str, opts: dict[str, Any]) -> dict[str, Any]:
+    return run_cell(spec, grid, RunOptions(**opts))
 
 
 def execute(
@@ -82,7 +83,7 @@ def execute(
     if jobs <= 1:
         for i, cell in enumerate(cells):
             if claim is None or claim(cell):
-                on_record(run_cell(cell.config, cell.id, grid, opts), i)
+                on_record(run_cell(cell.spec, grid, opts), i)
         return
     threads = max(1, (os.cpu_count() or 1) // jobs)
     ctx = mp.get_context("spawn")  # fork is unsafe with torch's thread pools and CUDA
@@ -101,7 +102,7 @@ def execute(
                 if claim is not None and not claim(cell):
                     continue
                 try:
-                    running[pool.submit(_work, cell.config, cell.id, grid, worker_opts)] = (i, cell)
+                    running[pool.submit(_work, cell.spec, grid, worker_opts)] = (i, cell)
                 except BrokenProcessPool as e:  # a worker died earlier: the pool takes no more
                     on_record(failed_record(cell, grid, f"worker process died: {e}"), i)
                     continue
@@ -131,6 +132,6 @@ def execute(
 
 def failed_record(cell: Cell, grid: str, reason: str) -> dict[str, Any]:
     """The record of a cell that never returned one (its worker died)."""
-    record = base_record(cell.config, cell.id, grid)
-    record.update(status="failed", reason=reason, method=cell.config["distiller"]["name"])
-    return record
+    record = new_record(cell.spec, grid)
+    record.status, record.reason, record.method = "failed", reason, cell.spec.distiller.name
+    return record.to_dict()

@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from .store import COLUMNS
+from .record import COLUMNS
 
 #: record keys not exported (arrays and nested per-epoch lists; see the module doc)
 LEFT_OUT = ("outcomes", "history", "levels", "diagnostics", "error", "teacher_run")

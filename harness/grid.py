@@ -8,7 +8,6 @@ finds the place at once; nothing is run or written before the whole grid validat
 from __future__ import annotations
 
 import copy
-import hashlib
 import itertools
 import json
 import math
@@ -22,6 +21,8 @@ from .api import Param
 from .errors import UsageError, closest
 from .gridfile import Located, load_yaml
 from .plugins import Registry
+from .spec import NOT_HASHED as NOT_HASHED  # (re-exported)
+from .spec import CellSpec, config_id
 
 TOP_KEYS = {
     "name": "the grid's name (default: the file's stem); names the output folder",
@@ -146,9 +147,7 @@ MAX_CELLS = 100_000
 #: letter or digit (so never "", ".", ".." or a path).
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,119}")
 
-#: Config sections that change how a cell is measured, not what it computes: kept in
-#: the record but left out of the cell's id, so changing them does not rerun cells.
-NOT_HASHED = ("energy",)
+#: (NOT_HASHED, the config sections left out of a cell's id, is harness.spec's)
 
 
 # --------------------------------------------------------------------------- cells
@@ -156,18 +155,22 @@ NOT_HASHED = ("energy",)
 
 @dataclass
 class Cell:
-    """One combination of the grid. `id` hashes `config` without NOT_HASHED sections."""
+    """One combination of the grid: its config as the grid built it, and the frozen,
+    typed `spec` built from it once, here (harness/spec.py); `id` is the spec's id, which
+    hashes `config` without NOT_HASHED sections."""
 
     config: dict[str, Any]
     skip: str | None = None
+    spec: CellSpec = field(init=False, repr=False)
     id: str = field(init=False)
 
     def __post_init__(self) -> None:
-        self.id = cell_id(self.config)
+        self.spec = CellSpec.from_config(self.config)
+        self.id = self.spec.id
 
     @property
     def seed(self) -> int:
-        return self.config["seed"]
+        return self.spec.seed
 
     def describe(self) -> dict[str, str]:
         c = self.config
@@ -187,15 +190,10 @@ def canonical(obj: Any) -> str:
 
 
 def cell_id(config: dict[str, Any]) -> str:
-    """Hash of what the cell computes: NOT_HASHED sections and the presentational
-    "shown" lists (which options a grid spelled out) are left out, so spelling out a
-    default gives the same id."""
-    hashed = {
-        k: ({kk: vv for kk, vv in v.items() if kk != "shown"} if isinstance(v, dict) else v)
-        for k, v in config.items()
-        if k not in NOT_HASHED
-    }
-    return hashlib.sha256(canonical(hashed).encode()).hexdigest()[:16]
+    """Hash of what the cell computes (harness.spec.config_id): NOT_HASHED sections and
+    the presentational "shown" lists are left out, so spelling out a default gives the
+    same id."""
+    return config_id(config)
 
 
 def dataset_label(ds: dict[str, Any]) -> str:

@@ -32,6 +32,7 @@ from typing import Any
 from .errors import UsageError
 from .grid import Cell
 from .runner import RunOptions, prepare_teacher, run_cell, teacher_key
+from .spec import CellSpec
 
 #: a cell's teacher task runs before the cells (Dask runs higher priorities first)
 TEACHER_PRIORITY = 10
@@ -74,20 +75,20 @@ def _set_threads(threads: int | None) -> None:
             torch.set_num_threads(threads)
 
 
-def _teacher_task(config: dict[str, Any], opts: dict[str, Any], threads: int | None) -> dict[str, Any]:
+def _teacher_task(spec: CellSpec, opts: dict[str, Any], threads: int | None) -> dict[str, Any]:
     _set_threads(threads)
-    return prepare_teacher(config, RunOptions(**opts))
+    return prepare_teacher(spec, RunOptions(**opts))
 
 
-def _cell_task(config: dict[str, Any], cell_id: str, grid: str, opts: dict[str, Any], threads: int | None):
+def _cell_task(spec: CellSpec, grid: str, opts: dict[str, Any], threads: int | None):
     _set_threads(threads)
-    return run_cell(config, cell_id, grid, RunOptions(**opts))
+    return run_cell(spec, grid, RunOptions(**opts))
 
 
 def needs_teacher(cell: Cell) -> bool:
     from .plugins import get_registry
 
-    return bool(get_registry().get("distiller", cell.config["distiller"]["name"]).needs)
+    return bool(get_registry().get("distiller", cell.spec.distiller.name).needs)
 
 
 def gpu_workers(client: Any) -> int:
@@ -116,12 +117,12 @@ class _Run:
         self.lost = 0
         self.tag = uuid.uuid4().hex[:8]  # (keys of this run: a killed client's never clash)
         for i, cell in enumerate(cells):  # every teacher first: they run before any cell
-            key = teacher_key(cell.config) if needs_teacher(cell) else None
+            key = teacher_key(cell.spec) if needs_teacher(cell) else None
             self.pending.append((i, cell, key))
             if key is not None and key not in self.teachers:
                 self.teachers[key] = client.submit(
                     _teacher_task,
-                    cell.config,
+                    cell.spec,
                     self.opts,
                     threads,
                     key=f"teacher-{key}-{self.tag}",
@@ -143,8 +144,7 @@ class _Run:
                 return True  # (passed over: another run has it)
             fut = self.client.submit(
                 _cell_task,
-                cell.config,
-                cell.id,
+                cell.spec,
                 self.grid,
                 self.opts,
                 self.threads,

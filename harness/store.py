@@ -41,6 +41,8 @@ from typing import Any
 import numpy as np
 import psutil
 
+from .record import COLUMNS
+
 SCHEMA_VERSION = "1"
 
 SCHEMA = """
@@ -60,21 +62,6 @@ CREATE TABLE IF NOT EXISTS outcomes (
   PRIMARY KEY (kind, key, split)
 );
 """
-
-COLUMNS = (
-    "id",
-    "grid",
-    "status",
-    "reason",
-    "dataset",
-    "task",
-    "teacher",
-    "student",
-    "distiller",
-    "pruner",
-    "method",
-    "seed",
-)
 
 FINISHED = ("ok", "failed")
 

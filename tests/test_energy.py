@@ -265,3 +265,50 @@ def test_cpu_estimate_window_under_the_tick_is_not_zero():
     r = energy.trusted(m.end())
     assert r.joules is not None and r.joules > 0 and r.quality == "estimated"
     assert "under the CPU-time tick" in r.detail
+
+
+def test_a_cell_that_raises_mid_training_still_closes_its_meters(write_grid, tmp_path, monkeypatch):
+    """Every meter a cell opens (the teacher's and its own) is closed, on success and
+    when training raises."""
+    from harness.api import EnergyMeter, EnergyReading
+    from harness.grid import load_grid
+    from harness.plugins import get_registry
+    from harness.runner import RunOptions, run_cell
+    from harness.runner import cell as cell_stage
+    from harness.runner import teacher as teacher_stage
+
+    opened: list[EnergyMeter] = []
+
+    class Counting(EnergyMeter):
+        name = "counting"
+
+        def __init__(self, device=None, **options):
+            self.closed = False
+            opened.append(self)
+
+        def begin(self):
+            pass
+
+        def end(self):
+            return EnergyReading(
+                joules=None, seconds=0.0, meter="counting", estimate=True, quality="unmeasured"
+            )
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(cell_stage, "meter_maker", lambda spec, device: Counting)
+    monkeypatch.setattr(teacher_stage, "meter_maker", lambda spec, device: Counting)
+    cell = next(c for c in load_grid(write_grid(distillers="[kd]"), get_registry()).cells)
+    ok = run_cell(cell.spec, "g", RunOptions(teacher_dir=str(tmp_path / "t")))
+    assert ok["status"] == "ok", ok.get("error")
+    assert len(opened) == 2 and all(m.closed for m in opened)  # (the teacher's and the cell's)
+
+    def boom(*a, **k):
+        raise RuntimeError("mid-training")
+
+    opened.clear()
+    monkeypatch.setattr(cell_stage, "train_model", boom)
+    failed = run_cell(cell.spec, "g", RunOptions(teacher_dir=str(tmp_path / "t")))
+    assert failed["status"] == "failed" and "mid-training" in failed["reason"]
+    assert len(opened) == 1 and opened[0].closed  # (teacher cached: the cell's meter alone)

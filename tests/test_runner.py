@@ -34,8 +34,8 @@ def cells(write_grid, **kw):
 @pytest.mark.slow
 def test_same_cell_same_numbers_on_cpu(write_grid, tmp_path):
     cell = next(c for c in cells(write_grid, distillers="[kd]"))
-    a = run_cell(cell.config, cell.id, "g", RunOptions(teacher_dir=str(tmp_path / "t1")))
-    b = run_cell(cell.config, cell.id, "g", RunOptions(teacher_dir=str(tmp_path / "t2")))
+    a = run_cell(cell.spec, "g", RunOptions(teacher_dir=str(tmp_path / "t1")))
+    b = run_cell(cell.spec, "g", RunOptions(teacher_dir=str(tmp_path / "t2")))
     assert a["status"] == b["status"] == "ok", (a.get("error"), b.get("error"))
     assert a["metrics"] == b["metrics"]
     assert a["teacher_run"]["metrics"] == b["teacher_run"]["metrics"]
@@ -46,8 +46,8 @@ def test_same_cell_same_numbers_on_cpu(write_grid, tmp_path):
 def test_teacher_is_trained_once_and_reused_from_disk(write_grid, tmp_path):
     cell = next(c for c in cells(write_grid, distillers="[kd]"))
     opts = RunOptions(teacher_dir=str(tmp_path / "teachers"))
-    first = run_cell(cell.config, cell.id, "g", opts)
-    second = run_cell(cell.config, cell.id, "g", opts)
+    first = run_cell(cell.spec, "g", opts)
+    second = run_cell(cell.spec, "g", opts)
     assert first["teacher_run"]["cached"] is False
     assert second["teacher_run"]["cached"] is True
     assert first["teacher_run"]["metrics"] == second["teacher_run"]["metrics"]
@@ -93,9 +93,9 @@ def test_a_damaged_teacher_cache_heals_on_rerun(write_grid, tmp_path, monkeypatc
 
 def test_teacher_key_ignores_the_students_method(write_grid):
     cs = cells(write_grid, distillers="[none, kd]")
-    assert len({teacher_key(c.config) for c in cs}) == 1
+    assert len({teacher_key(c.spec) for c in cs}) == 1
     other_seed = cells(write_grid, distillers="[kd]", seeds="[1]", filename="b.yaml")[0]
-    assert teacher_key(other_seed.config) != teacher_key(cs[0].config)
+    assert teacher_key(other_seed.spec) != teacher_key(cs[0].spec)
 
 
 def test_lr_steps_at_milestones():

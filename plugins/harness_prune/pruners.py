@@ -24,10 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.api import Fit, Param, Pruner
+from harness.api import Fit, Param, Pruner, copy_model, count_nonzero, count_parameters
 from harness.errors import UsageError
-from harness.runner import copy_model
-from harness.size import count_nonzero, count_parameters
 
 from .structure import StructuredMasks, UnstructuredMasks, rewind, snapshot
 

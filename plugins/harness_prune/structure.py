@@ -40,8 +40,8 @@ import torch_pruning as tp
 from torch import nn
 from torch.nn.utils import prune
 
+from harness.api import copy_model
 from harness.errors import CellError
-from harness.runner import copy_model
 
 ROOT_TYPES = (nn.Conv1d, nn.Conv2d, nn.Linear)
 NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d)

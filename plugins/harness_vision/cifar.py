@@ -29,9 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.api import DataBundle, Dataset, Param, TensorSplit
+from harness.api import DataBundle, Dataset, Param, TensorSplit, data_root
 from harness.errors import UsageError
-from harness.paths import data_root
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 ARCHIVE = "cifar-100-python.tar.gz"

@@ -1,0 +1,96 @@
+"""harness.spec: the frozen, typed, hashed cell spec."""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import pickle
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.errors import UsageError
+from harness.grid import cell_id, load_grid
+from harness.plugins import get_registry
+from harness.spec import CellSpec, FrozenDict
+
+ROOT = Path(__file__).resolve().parent.parent
+GRIDS = sorted(glob.glob(str(ROOT / "grids" / "*.yaml")))
+
+
+def all_cells() -> list:
+    cells = []
+    for path in GRIDS:
+        sections = (yaml.safe_load(Path(path).read_text()) or {}).get("sections") or {}
+        for section in [None, *sections]:
+            cells += load_grid(path, get_registry(), section=section).cells
+    return cells
+
+
+def test_spec_id_equals_the_config_hash_of_every_cell_of_every_grid():
+    cells = all_cells()
+    assert len(cells) > 100
+    for cell in cells:
+        assert cell.spec.id == cell_id(cell.config) == cell.id
+        assert cell.spec.to_config() == cell.config  # (the spec loses nothing)
+        assert CellSpec.from_config(cell.spec.to_config()) == cell.spec
+
+
+def test_spec_rebuilds_the_ids_stored_in_published_stores(tmp_path):
+    stores = sorted(glob.glob("/tmp/stores/*.db"))
+    if not stores:
+        pytest.skip("no published stores copied at /tmp/stores")
+    seen = 0
+    for path in stores:
+        copy = tmp_path / Path(path).name
+        shutil.copy(path, copy)
+        conn = sqlite3.connect(copy)
+
+        for cid, record in conn.execute("SELECT id, record FROM cells"):
+            config = json.loads(record)["config"]
+            assert CellSpec.from_config(config).id == cid
+            seen += 1
+        conn.close()
+    assert seen > 0
+
+
+def test_spec_is_frozen_down_to_its_options():
+    spec = all_cells()[0].spec
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.seed = 1  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.budget.epochs = 1  # type: ignore[misc]
+    assert isinstance(spec.student.params, FrozenDict)
+    with pytest.raises(TypeError, match="frozen"):
+        spec.student.params["x"] = 1  # type: ignore[index]
+    hash(spec)  # (hashable, so usable as a key)
+
+
+def test_kwargs_thaw_options_into_the_plain_values_plugins_received():
+    for cell in all_cells():
+        assert cell.spec.student.kwargs() == cell.config["student"]["params"]
+        for key, value in cell.spec.student.kwargs().items():
+            assert type(value) is type(cell.config["student"]["params"][key])
+
+
+def test_spec_pickles_to_an_equal_spec_with_the_same_id():
+    for cell in all_cells()[:50]:
+        back = pickle.loads(pickle.dumps(cell.spec))
+        assert back == cell.spec and back.id == cell.spec.id
+        assert isinstance(back.student.params, FrozenDict)
+
+
+def test_a_bad_field_is_a_one_line_error_naming_it():
+    config = all_cells()[0].config
+    bad = {**config, "budget": {**config["budget"], "epoch": 3}}
+    with pytest.raises(UsageError, match="budget: unknown field 'epoch'"):
+        CellSpec.from_config(bad)
+    missing = {k: v for k, v in config.items() if k != "seed"}
+    with pytest.raises(UsageError, match="missing field 'seed'"):
+        CellSpec.from_config(missing)
+    with pytest.raises(UsageError, match="seed: expected an int"):
+        CellSpec.from_config({**config, "seed": "0"})
