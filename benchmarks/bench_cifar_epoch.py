@@ -30,10 +30,11 @@ import torch.nn.functional as F
 
 from _common import emit, hardware, interleaved
 from harness.api import DataBundle, TensorSplit, probe
+from harness.default_plugins import NoDistillation
 from harness.grid import TRAIN
 from harness.runner import train_model
 from harness.tasks import get_task
-from harness_distill.kd import KnowledgeDistillation, NoDistillation, kd_term
+from harness_distill.kd import KnowledgeDistillation, kd_term
 from harness_distill.sad import SAD, Attention
 from harness_distill.sad import sad_attention_loss_per_layer as reference_attention_loss
 from harness_vision.cifar import augment_batch, normalise_batch, transform

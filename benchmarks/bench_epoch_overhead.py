@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from _common import dcnn, emit, hardware, interleaved, movies, summary, train_cfg
+from harness.default_plugins import NoDistillation
 from harness.runner import train_model
 from harness.tasks import get_task
-from harness_distill.kd import NoDistillation
 
 
 def main() -> None:

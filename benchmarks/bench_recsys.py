@@ -14,8 +14,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -29,6 +31,9 @@ from harness_recsys import rb  # noqa: E402
 from harness_recsys.data import MovieLens100K  # noqa: E402
 
 FOLDER = rb.wheel_datasets() / "ml-100k"
+#: where RecBole's Trainer writes its logs and checkpoints: a temporary folder, never
+#: the current directory
+RECBOLE_DIR = Path(tempfile.mkdtemp(prefix="recbole-bench-"))
 
 
 def recbole_epoch(model: str, size: dict, batch_size: int, lr: float):
@@ -42,7 +47,7 @@ def recbole_epoch(model: str, size: dict, batch_size: int, lr: float):
         "train_batch_size": batch_size,
         "learning_rate": lr,
         "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "full"},
-        "checkpoint_dir": "/tmp/recbole-bench",
+        "checkpoint_dir": str(RECBOLE_DIR / "saved"),
         "weight_decay": 0.0,
     }
     config = rb.make_config(model, FOLDER, options)
@@ -51,7 +56,8 @@ def recbole_epoch(model: str, size: dict, batch_size: int, lr: float):
         train, _, _ = data_preparation(config, dataset)
         seed_everything(0)
         net = rb.model_class(model)(config, train.dataset).to(config["device"])
-        trainer = Trainer(config, net)
+        with contextlib.chdir(RECBOLE_DIR):  # (its Trainer writes log/ and log_tensorboard/ here)
+            trainer = Trainer(config, net)
     epoch = [0]
 
     def run():

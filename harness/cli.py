@@ -29,6 +29,7 @@ import tempfile
 import textwrap
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -241,11 +242,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.scheduler and args.jobs != 1:
         raise UsageError("-j with --scheduler: the cluster's workers set how many cells run at once")
     doc = load_yaml(args.grid)  # (refuses a bad file before torch and the plugins load)
-    from .executor import execute
     from .grid import load_grid
-    from .leaderboard import write_leaderboards
-    from .plugins import call_lifecycle, get_registry
-    from .runner import RunOptions, base_record, method_label, resolve_device
+    from .plugins import get_registry
+    from .runner import resolve_device
 
     registry = get_registry()
     grid = load_grid(args.grid, registry, args.section, doc=doc)
@@ -259,17 +258,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         statuses = store.status_of(c.id for c in grid.cells)
         store.close()
     if args.dry_run:
-        headers, rows, same = _plan(grid, statuses, args.retry_failed)
-        print(tabulate(rows, headers=headers))
-        if same:
-            print("\n" + textwrap.fill("in every cell: " + "; ".join(same), 100, break_on_hyphens=False))
-        n_run = sum(1 for r in rows if r[-1].startswith(("run", "rerun")))
-        print(
-            f"\n{len(rows)} cells: {n_run} to run, "
-            f"{len(grid.skipped)} skipped (incompatible or data missing); "
-            f"device {device}; output {out} (dry run: nothing written)"
-        )
-        return 0
+        return _print_dry_run(grid, statuses, args.retry_failed, device, out)
 
     client = _connect(args.scheduler) if args.scheduler else None  # (before anything is written)
     _mkdir(out)
@@ -287,17 +276,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         for c in grid.runnable
         if statuses.get(c.id) not in FINISHED or (args.retry_failed and statuses.get(c.id) == "failed")
     ]
-    for c in grid.skipped:
-        rec = base_record(c.config, c.id, grid.name)
-        rec.update(
-            status="skipped",
-            reason=c.skip,
-            method=method_label(c.config),
-            command=command,
-            started=time.time(),
-            finished=time.time(),
-        )
-        store.put_skipped(rec)
+    _store_skipped(store, grid, command)
     msg = (
         f"grid {grid.name}: {len(grid.cells)} cells; {len(todo)} to run; "
         f"{len(done)} already finished, skipped"
@@ -312,18 +291,79 @@ def cmd_run(args: argparse.Namespace) -> int:
         reasons[c.skip or ""] = reasons.get(c.skip or "", 0) + 1
     for why, n in reasons.items():
         print(f"  skipped {n} cell{'s' * (n != 1)}: {why}", flush=True)
+    run = _run_cells(args, store, grid, todo, command, device, out, client)
+    return _finish_run(store, grid, plan, run, len(done), out)
 
-    counts = {"ok": 0, "failed": 0}
-    hook_errors: list[str] = []
+
+def _print_dry_run(grid: Grid, statuses: dict[str, str], retry_failed: bool, device: str, out: Path) -> int:
+    """`harness run --dry-run`: the plan, and nothing written."""
+    headers, rows, same = _plan(grid, statuses, retry_failed)
+    print(tabulate(rows, headers=headers))
+    if same:
+        print("\n" + textwrap.fill("in every cell: " + "; ".join(same), 100, break_on_hyphens=False))
+    n_run = sum(1 for r in rows if r[-1].startswith(("run", "rerun")))
+    print(
+        f"\n{len(rows)} cells: {n_run} to run, "
+        f"{len(grid.skipped)} skipped (incompatible or data missing); "
+        f"device {device}; output {out} (dry run: nothing written)"
+    )
+    return 0
+
+
+def _store_skipped(store: Store, grid: Grid, command: str) -> None:
+    """A record for each cell the grid skips (incompatible parts or data missing)."""
+    from .runner import base_record, method_label
+
+    for c in grid.skipped:
+        rec = base_record(c.config, c.id, grid.name)
+        rec.update(
+            status="skipped",
+            reason=c.skip,
+            method=method_label(c.config),
+            command=command,
+            started=time.time(),
+            finished=time.time(),
+        )
+        store.put_skipped(rec)
+
+
+@dataclass
+class _Run:
+    """What running a grid's cells left: counts by status, hook errors, cells claimed
+    by another process, and whether the user interrupted."""
+
+    counts: dict[str, int]
+    hook_errors: list[str]
+    elsewhere: list[str]
+    interrupted: bool
+
+
+def _run_cells(
+    args: argparse.Namespace,
+    store: Store,
+    grid: Grid,
+    todo: list[Any],
+    command: str,
+    device: str,
+    out: Path,
+    client: Any,
+) -> _Run:
+    """Run `todo` here (args.jobs workers) or on the cluster `client`, storing each
+    record as it comes and printing a line per cell."""
+    from .executor import execute
+    from .plugins import call_lifecycle
+    from .runner import RunOptions
+
+    run = _Run({"ok": 0, "failed": 0}, [], [], False)
+    counts = run.counts
     width = len(str(len(todo)))
-    elsewhere: list[str] = []
     started = time.time()
 
     def claim(cell: Any) -> bool:
         why = store.claim(cell.id, started)
         if why is not None:
             d = cell.describe()
-            elsewhere.append(why)
+            run.elsewhere.append(why)
             print(f"  passed over {d['student']} {d['distiller']} seed {d['seed']}: {why}", flush=True)
         return why is None
 
@@ -335,7 +375,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         n = counts["ok"] + counts["failed"]
         d = f"{record['dataset']} {record['student']} {record['method']} seed {record['seed']}"
         print(f"[{n:>{width}}/{len(todo)}] {record['status']:<6} {d}: {_summary_line(record)}", flush=True)
-        hook_errors.extend(call_lifecycle("harness_cell_finished", record=record, grid_name=grid.name))
+        run.hook_errors.extend(call_lifecycle("harness_cell_finished", record=record, grid_name=grid.name))
 
     opts = RunOptions(
         device=device,
@@ -343,18 +383,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         teacher_dir=str((out / "teachers").absolute() if client else out / "teachers"),
         progress=not args.no_progress and sys.stderr.isatty() and client is None,
     )
-    interrupted = False
     try:
         if client is None:
             execute(todo, grid.name, opts, args.jobs, on_record, claim)
         else:
             _execute_on(client, todo, grid.name, opts, on_record, claim)
     except KeyboardInterrupt:
-        interrupted = True
+        run.interrupted = True
     finally:
         store.release()  # (cells not run are free for the next run at once)
         if client is not None:
             client.close()
+    return run
+
+
+def _finish_run(store: Store, grid: Grid, plan: Any, run: _Run, n_done: int, out: Path) -> int:
+    """Write the leaderboards, call the grid-finished hook, print the summary; the
+    exit status (130 interrupted, 1 if a cell failed)."""
+    from .leaderboard import write_leaderboards
+    from .plugins import call_lifecycle
+
+    counts = run.counts
     paths = write_leaderboards(
         store.records(), store.teachers(), out / "leaderboards", grid.published, [plan]
     )
@@ -365,19 +414,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         "ok": counts["ok"],
         "failed": counts["failed"],
         "skipped": len(grid.skipped),
-        "already_done": len(done),
-        "elsewhere": len(elsewhere),
+        "already_done": n_done,
+        "elsewhere": len(run.elsewhere),
     }
-    hook_errors.extend(call_lifecycle("harness_grid_finished", summary=summary, out_dir=str(out)))
-    for e in hook_errors:
+    run.hook_errors.extend(call_lifecycle("harness_grid_finished", summary=summary, out_dir=str(out)))
+    for e in run.hook_errors:
         print(f"harness: warning: {e}", file=sys.stderr)
     print(
         f"ran {summary['ran']} cells: {counts['ok']} ok, {counts['failed']} failed; "
-        f"{len(done)} already finished; {len(grid.skipped)} skipped"
-        + (f"; {len(elsewhere)} run by another process on this folder" if elsewhere else "")
+        f"{n_done} already finished; {len(grid.skipped)} skipped"
+        + (f"; {len(run.elsewhere)} run by another process on this folder" if run.elsewhere else "")
         + f". Leaderboards: {out / 'leaderboards'} ({len(paths)} files)"
     )
-    if interrupted:
+    if run.interrupted:
         print("interrupted: finished cells are stored; run the same command to continue", file=sys.stderr)
         return 130
     return 1 if counts["failed"] else 0

@@ -275,58 +275,80 @@ def _fill(
             plain_means = {n: _mean(r["metrics"]["test"].get(n) for r in rs) for n in cols}
     for key in keys:
         rs = sorted(rows_by[key], key=lambda r: r["seed"])
-        plain = _is_plain(rs)
-        size = [r["size"] for r in rs]
-        v = verdicts.get(key)
-        if plain:
-            delta_cell, delta = "baseline", None
-        elif v is not None:
-            delta_cell, delta = cells[key][0], v[0].delta
-        else:  # no per-example outcomes stored: the difference of the seeds' means
-            mine = _mean(r["metrics"]["test"].get(pt.primary) for r in rs)
-            base = plain_means.get(pt.primary)
-            delta = None if mine is None or base is None else mine - base
-            delta_cell = "—" if delta is None else f"{delta:+.3g}†"
-        params = _mean(s["params"] for s in size) or 0.0
-        pct = _mean(s.get("pct_of_teacher") for s in size)
-        row = {
-            "metrics": [_mean(r["metrics"]["test"].get(n) for r in rs) for n in cols],
-            "delta": delta,
-            "params": params,
-            "flops": _mean(s.get("flops") for s in size),
-            "train_j": _mean(r["energy"].get("train_j") for r in rs),
-            "infer_j": _mean(r["energy"].get("inference_j_per_1k") for r in rs),
-        }
-        # a figure marked as noise is never the best of its column
-        row["train_noisy"] = noisy(r["energy"].get("train_j") for r in rs)
-        row["infer_noisy"] = noisy(r["energy"].get("inference_j_per_1k") for r in rs)
+        row, cells_of_row = _student_row(pt, key, rs, plain_means, cells, verdicts, cols)
         raw.append(row)
-        table.append(
-            [
-                key[2],
-                *[_fmt([r["metrics"]["test"].get(n) for r in rs]) for n in cols],
-                delta_cell,
-                f"{_int(params)} ({pct:.3g}%)" if pct is not None else _int(params),
-                _int(row["flops"]),
-                fmt_energy([r["energy"].get("train_j") for r in rs]),
-                fmt_energy([r["energy"].get("inference_j_per_1k") for r in rs]),
-            ]
+        table.append(cells_of_row)
+    _bold_best(pt, cols, raw, table)
+    if ts:
+        _teacher_row(pt, ts, cells, cols, table)
+    pt.rows = table
+    pt.best = _best(pt, keys, rows_by, raw, table, verdicts, sg)
+
+
+def _student_row(
+    pt: PairTable,
+    key: tuple[str, str, str],
+    rs: list[dict[str, Any]],
+    plain_means: dict[str, float | None],
+    cells: dict[Any, list[str]],
+    verdicts: dict[Any, Any],
+    cols: list[str],
+) -> tuple[dict[str, Any], list[str]]:
+    """One student row (its seeds `rs`): the numbers bold is decided on and the row's
+    text; its point and curve are added to `pt`."""
+    plain = _is_plain(rs)
+    size = [r["size"] for r in rs]
+    v = verdicts.get(key)
+    if plain:
+        delta_cell, delta = "baseline", None
+    elif v is not None:
+        delta_cell, delta = cells[key][0], v[0].delta
+    else:  # no per-example outcomes stored: the difference of the seeds' means
+        mine = _mean(r["metrics"]["test"].get(pt.primary) for r in rs)
+        base = plain_means.get(pt.primary)
+        delta = None if mine is None or base is None else mine - base
+        delta_cell = "—" if delta is None else f"{delta:+.3g}†"
+    params = _mean(s["params"] for s in size) or 0.0
+    pct = _mean(s.get("pct_of_teacher") for s in size)
+    row = {
+        "metrics": [_mean(r["metrics"]["test"].get(n) for r in rs) for n in cols],
+        "delta": delta,
+        "params": params,
+        "flops": _mean(s.get("flops") for s in size),
+        "train_j": _mean(r["energy"].get("train_j") for r in rs),
+        "infer_j": _mean(r["energy"].get("inference_j_per_1k") for r in rs),
+    }
+    # a figure marked as noise is never the best of its column
+    row["train_noisy"] = noisy(r["energy"].get("train_j") for r in rs)
+    row["infer_noisy"] = noisy(r["energy"].get("inference_j_per_1k") for r in rs)
+    text = [
+        key[2],
+        *[_fmt([r["metrics"]["test"].get(n) for r in rs]) for n in cols],
+        delta_cell,
+        f"{_int(params)} ({pct:.3g}%)" if pct is not None else _int(params),
+        _int(row["flops"]),
+        fmt_energy([r["energy"].get("train_j") for r in rs]),
+        fmt_energy([r["energy"].get("inference_j_per_1k") for r in rs]),
+    ]
+    pt.points.append(
+        Point(
+            label=key[2],
+            y=row["metrics"][0] if row["metrics"][0] is not None else math.nan,
+            y_std=_std(r["metrics"]["test"].get(pt.primary) for r in rs),
+            params=params,
+            train_j=row["train_j"],
+            train_j_std=_std(r["energy"].get("train_j") for r in rs),
+            plain=plain,
         )
-        pt.points.append(
-            Point(
-                label=key[2],
-                y=row["metrics"][0] if row["metrics"][0] is not None else math.nan,
-                y_std=_std(r["metrics"]["test"].get(pt.primary) for r in rs),
-                params=params,
-                train_j=row["train_j"],
-                train_j_std=_std(r["energy"].get("train_j") for r in rs),
-                plain=plain,
-            )
-        )
-        curve = _curve(key[2], rs, pt.primary)
-        if curve is not None:
-            pt.curves.append(curve)
-    # bold: the best of each column among the student rows (the teacher is not ranked)
+    )
+    curve = _curve(key[2], rs, pt.primary)
+    if curve is not None:
+        pt.curves.append(curve)
+    return row, text
+
+
+def _bold_best(pt: PairTable, cols: list[str], raw: list[dict[str, Any]], table: list[list[str]]) -> None:
+    """Bold the best of each column among the student rows (the teacher is not ranked)."""
     directions: list[tuple[int, Callable[[dict[str, Any]], float | None], bool]] = []
     for j, n in enumerate(cols):
         directions.append(
@@ -348,34 +370,41 @@ def _fill(
         for i in best_rows(values, low):
             if i < len(table):
                 table[i][col] = _bold(table[i][col])
-    if ts:
-        tc = cells.get(("teacher", pt.teacher, pt.student))
-        table.append(
-            [
-                f"Teacher ({pt.teacher})",
-                *[_fmt([t["metrics"]["test"].get(n) for t in ts]) for n in cols],
-                tc[0] if tc else "—",
-                f"{_int(ts[0]['size']['params'])} (100%)",
-                _int(ts[0]["size"].get("flops")),
-                fmt_energy([t["energy"].get("train_j") for t in ts]),
-                fmt_energy([(t["energy"] or {}).get("inference_j_per_1k") for t in ts]),
-            ]
-        )
-        y = _mean(t["metrics"]["test"].get(pt.primary) for t in ts)
-        if y is not None:
-            pt.points.append(
-                Point(
-                    label=f"Teacher ({pt.teacher})",
-                    y=y,
-                    y_std=_std(t["metrics"]["test"].get(pt.primary) for t in ts),
-                    params=float(ts[0]["size"]["params"]),
-                    train_j=_mean(t["energy"].get("train_j") for t in ts),
-                    train_j_std=_std(t["energy"].get("train_j") for t in ts),
-                    teacher=True,
-                )
+
+
+def _teacher_row(
+    pt: PairTable,
+    ts: list[dict[str, Any]],
+    cells: dict[Any, list[str]],
+    cols: list[str],
+    table: list[list[str]],
+) -> None:
+    """The teacher's row (its seeds `ts`) under the students', and its point."""
+    tc = cells.get(("teacher", pt.teacher, pt.student))
+    table.append(
+        [
+            f"Teacher ({pt.teacher})",
+            *[_fmt([t["metrics"]["test"].get(n) for t in ts]) for n in cols],
+            tc[0] if tc else "—",
+            f"{_int(ts[0]['size']['params'])} (100%)",
+            _int(ts[0]["size"].get("flops")),
+            fmt_energy([t["energy"].get("train_j") for t in ts]),
+            fmt_energy([(t["energy"] or {}).get("inference_j_per_1k") for t in ts]),
+        ]
+    )
+    y = _mean(t["metrics"]["test"].get(pt.primary) for t in ts)
+    if y is not None:
+        pt.points.append(
+            Point(
+                label=f"Teacher ({pt.teacher})",
+                y=y,
+                y_std=_std(t["metrics"]["test"].get(pt.primary) for t in ts),
+                params=float(ts[0]["size"]["params"]),
+                train_j=_mean(t["energy"].get("train_j") for t in ts),
+                train_j_std=_std(t["energy"].get("train_j") for t in ts),
+                teacher=True,
             )
-    pt.rows = table
-    pt.best = _best(pt, keys, rows_by, raw, table, verdicts, sg)
+        )
 
 
 def _curve(label: str, rs: list[dict[str, Any]], primary: str) -> Curve | None:

@@ -6,14 +6,23 @@ known through an entry point in the group `harness`::
     [project.entry-points.harness]
     mymethod = "harness_mymethod"
 
-Registration hooks receive a `register` callable (the style of `llm` and `datasette`):
-call it once per class you provide. The harness validates what is registered, stamps
+Registration hooks receive a `register` object (the style of `llm` and `datasette`),
+typed by the kind it takes (`Register[Distiller]` takes Distiller subclasses): call it
+once per class you provide. The harness validates what is registered, stamps
 the plugin it came from, and refuses a name that another plugin already registered.
 Built-in plugins are loaded through the same entry points, so a third-party plugin
 cannot silently replace one: the clash is an error naming both plugins.
 
-Lifecycle hooks are called for every implementation (pluggy's order: last registered
-first); their return values are ignored.
+Every hook is called through pluggy (`pm.hook.<name>(...)`), so hook wrappers and
+pluggy's tracing apply: `HARNESS_TRACE_HOOKS=1` logs each call and its result to
+stderr. Implementations are called last-registered-first (pluggy's order); the core's
+default plugin (harness.default_plugins: the `none` distiller and pruner) is
+registered before every entry point, so it is called last. Lifecycle hooks are called
+for every implementation; their return values are ignored, and an implementation that
+raises is reported and the others are still called.
+
+Hooks are grouped by lifecycle: registration (when the registry is built, once per
+process), then the run (after each cell, after the grid).
 
 The docstrings below are the plugin API's documentation; tests/test_docs.py checks
 that docs/plugins.md documents every hook with its exact signature.
@@ -21,20 +30,44 @@ that docs/plugins.md documents every hook with its exact signature.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, TypeVar
 
 import pluggy
+
+if TYPE_CHECKING:
+    from .api import Dataset, Distiller, EnergyMeter, ModelFactory, Pruner
 
 hookspec = pluggy.HookspecMarker("harness")
 hookimpl = pluggy.HookimplMarker("harness")
 
+T_contra = TypeVar("T_contra", contravariant=True)
 
-# ----------------------------------------------------------------- registration
+
+class Register(Protocol[T_contra]):
+    """What a registration hook receives: call it with each class you provide (a
+    subclass of the kind's base class, e.g. `harness.api.Distiller`). The harness checks
+    the class, stamps the plugin it came from and refuses a name already registered."""
+
+    def __call__(self, cls: type[T_contra], /) -> None: ...
+
+
+class GridSummary(TypedDict):
+    """What `harness run` reports to `harness_grid_finished` (a plain dict)."""
+
+    grid: str
+    ran: int
+    ok: int
+    failed: int
+    skipped: int
+    already_done: int
+    elsewhere: int
+
+
+# ------------------------------------------- registration (once, when the registry is built)
 
 
 @hookspec
-def harness_register_datasets(register: Callable[[type], None]) -> None:
+def harness_register_datasets(register: Register[Dataset]) -> None:
     """Register datasets.
 
     register: call with a subclass of `harness.api.Dataset` per dataset. The class
@@ -44,7 +77,7 @@ def harness_register_datasets(register: Callable[[type], None]) -> None:
 
 
 @hookspec
-def harness_register_models(register: Callable[[type], None]) -> None:
+def harness_register_models(register: Register[ModelFactory]) -> None:
     """Register model families usable as teacher or student.
 
     register: call with a subclass of `harness.api.ModelFactory`. It declares `tasks`,
@@ -55,7 +88,7 @@ def harness_register_models(register: Callable[[type], None]) -> None:
 
 
 @hookspec
-def harness_register_distillers(register: Callable[[type], None]) -> None:
+def harness_register_distillers(register: Register[Distiller]) -> None:
     """Register distillers (training losses for the student).
 
     register: call with a subclass of `harness.api.Distiller`. It declares `tasks`
@@ -66,7 +99,7 @@ def harness_register_distillers(register: Callable[[type], None]) -> None:
 
 
 @hookspec
-def harness_register_pruners(register: Callable[[type], None]) -> None:
+def harness_register_pruners(register: Register[Pruner]) -> None:
     """Register pruners (pruning schedules wrapped around training).
 
     register: call with a subclass of `harness.api.Pruner`. It declares `structure`
@@ -76,7 +109,7 @@ def harness_register_pruners(register: Callable[[type], None]) -> None:
 
 
 @hookspec
-def harness_register_energy_meters(register: Callable[[type], None]) -> None:
+def harness_register_energy_meters(register: Register[EnergyMeter]) -> None:
     """Register energy meters.
 
     register: call with a subclass of `harness.api.EnergyMeter`. The runner uses the
@@ -85,7 +118,7 @@ def harness_register_energy_meters(register: Callable[[type], None]) -> None:
     """
 
 
-# ----------------------------------------------------------------- lifecycle
+# ------------------------------------------- run (after each cell, after the grid)
 
 
 @hookspec
@@ -99,9 +132,10 @@ def harness_cell_finished(record: dict[str, Any], grid_name: str) -> None:
 
 
 @hookspec
-def harness_grid_finished(summary: dict[str, Any], out_dir: str) -> None:
+def harness_grid_finished(summary: GridSummary, out_dir: str) -> None:
     """Called once at the end of `harness run`, after the leaderboards are written.
 
     summary: counts of cells by outcome ("ran", "ok", "failed", "skipped",
-    "already_done") and "grid" (its name). out_dir: the run's output directory.
+    "already_done", "elsewhere": run by another process) and "grid" (its name).
+    out_dir: the run's output directory.
     """

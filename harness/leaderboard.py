@@ -339,6 +339,34 @@ def _significance(
     outcome, scale = t.primary_outcome
     plain = {(k[0], k[1]): rs for k, rs in rows_by.items() if _is_plain(rs)}
     base_oc = {pair: _outcomes_by_seed(rs, outcome) for pair, rs in plain.items()}
+    comps, seeds_p, teacher_pairs = _comparisons(t, primary, lower, rows_by, teacher_runs, plain, base_oc)
+    cells, verdicts = _significance_cells(comps, seeds_p, plain, lower)
+    teacher_lines, verdicts_by_pair = _teacher_lines(teacher_runs, teacher_pairs, verdicts, cells, name)
+    return {
+        "cells": cells,
+        "teacher_lines": teacher_lines,
+        "teacher_verdicts": verdicts_by_pair,
+        "floor_lines": _floor_lines(plain, base_oc, comps, scale, name),
+        "test": t.paired_test,
+        "outcome": outcome,
+        "comparisons": len(comps),
+        "verdicts": {k: v for k, v in verdicts.items() if k[0] != "teacher"},
+    }
+
+
+def _comparisons(
+    t: Any,
+    primary: str,
+    lower: bool,
+    rows_by: dict[tuple[str, str, str], list[dict[str, Any]]],
+    teacher_runs: dict[str, list[dict[str, Any]]],
+    plain: dict[tuple[str, str], list[dict[str, Any]]],
+    base_oc: dict[tuple[str, str], Any],
+) -> tuple[list[tuple[Any, tuple[str, str], sig.Comparison]], dict[Any, float | None], dict[str, list]]:
+    """Each row and teacher compared with the plain student of its pair, on the test
+    examples' outcomes: (row key, pair, comparison) in order, the seed-level paired p
+    by row key, and the plain-student pairs of each teacher."""
+    outcome, scale = t.primary_outcome
     base_metric = {pair: {r["seed"]: r["metrics"]["test"][primary] for r in rs} for pair, rs in plain.items()}
     comps: list[tuple[Any, tuple[str, str], sig.Comparison]] = []  # (row key, pair, comparison)
     seeds_p: dict[Any, float | None] = {}
@@ -361,6 +389,17 @@ def _significance(
             seeds_p[("teacher", tch, teacher_pairs[tch][0][1])] = paired_p(
                 mine, base_metric[teacher_pairs[tch][0]]
             )
+    return comps, seeds_p, teacher_pairs
+
+
+def _significance_cells(
+    comps: list[tuple[Any, tuple[str, str], sig.Comparison]],
+    seeds_p: dict[Any, float | None],
+    plain: dict[tuple[str, str], list[dict[str, Any]]],
+    lower: bool,
+) -> tuple[dict[Any, list[str]], dict[Any, tuple[sig.Comparison, float | None, str]]]:
+    """Holm-adjusted p over all comparisons; the significance columns by row key and
+    each comparison's verdict (comparison, adjusted p, ▲/▼ mark)."""
     adjusted = sig.holm([c.p for _k, _pair, c in comps])
     cells: dict[Any, list[str]] = {}
     verdicts: dict[Any, tuple[sig.Comparison, float | None, str]] = {}
@@ -378,6 +417,19 @@ def _significance(
         cells.setdefault(key, ["—", "—", "—", "—", _p(p)])
     for pair, rs in plain.items():
         cells[(pair[0], pair[1], rs[0]["method"])] = ["baseline", "—", "—", "—", "—"]
+    return cells, verdicts
+
+
+def _teacher_lines(
+    teacher_runs: dict[str, list[dict[str, Any]]],
+    teacher_pairs: dict[str, list],
+    verdicts: dict[Any, tuple[sig.Comparison, float | None, str]],
+    cells: dict[Any, list[str]],
+    name: str,
+) -> tuple[list[str], list[tuple[str, str, bool | None]]]:
+    """The teacher check: whether each teacher is significantly better than the plain
+    student of its pair (lines, and (teacher, student, better) verdicts); a teacher
+    with one pair gets that pair's cells as its row's (in `cells`)."""
     teacher_lines = []
     verdicts_by_pair: list[tuple[str, str, bool | None]] = []  # (teacher, student, better)
     for tch in sorted(teacher_runs):
@@ -411,6 +463,17 @@ def _significance(
             cells[("teacher", tch)] = cells.get(
                 ("teacher", tch, teacher_pairs[tch][0][1]), ["—"] * SIG_HEADERS
             )
+    return teacher_lines, verdicts_by_pair
+
+
+def _floor_lines(
+    plain: dict[tuple[str, str], list[dict[str, Any]]],
+    base_oc: dict[tuple[str, str], Any],
+    comps: list[tuple[Any, tuple[str, str], sig.Comparison]],
+    scale: Any,
+    name: str,
+) -> list[str]:
+    """The smallest detectable difference of each plain student (its noise floor)."""
     floor_lines = []
     for pair in sorted(plain):
         f = sig.noise_floor(base_oc[pair], scale)
@@ -425,16 +488,7 @@ def _significance(
             f"the median 95% CI half-width of the plain student against itself, seed against "
             f"seed ({f.pairs} pairs; median |Δ| between its seeds {f.abs_delta:.3g}){own}."
         )
-    return {
-        "cells": cells,
-        "teacher_lines": teacher_lines,
-        "teacher_verdicts": verdicts_by_pair,
-        "floor_lines": floor_lines,
-        "test": t.paired_test,
-        "outcome": outcome,
-        "comparisons": len(comps),
-        "verdicts": {k: v for k, v in verdicts.items() if k[0] != "teacher"},
-    }
+    return floor_lines
 
 
 def build_tables(
@@ -448,140 +502,168 @@ def build_tables(
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         groups[(r["dataset"], r["task"])].append(r)
-    out = {}
-    for (dataset, task), recs in groups.items():
-        ok = [r for r in recs if r["status"] == "ok"]
-        failed = [r for r in recs if r["status"] == "failed"]
-        skipped = [r for r in recs if r["status"] == "skipped"]
-        names = _metric_names(task, ok) if ok else []
-        primary, lower = _primary(task, names) if names else ("", True)
-        rows_by: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
-        for r in ok:
-            rows_by[(r["teacher"], r["student"], r["method"])].append(r)
-        tkeys = {(t["teacher"]) for t in teachers if t["dataset"] == dataset and t["task"] == task}
-        teacher_runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for t in teachers:
-            if t["dataset"] == dataset and t["task"] == task:
-                teacher_runs[t["teacher"]].append(t)
-        sg = _significance(task, primary, lower, rows_by, teacher_runs)
-        cuda = any((r.get("memory") or {}).get("cuda_max_allocated_mib") is not None for r in ok)
-        test = TEST_SHORT.get(sg["test"] or "", "test")
-        pname = METRIC_NAMES.get(primary, primary)
-        headers = [
-            "Method",
-            "Student",
-            *[METRIC_NAMES.get(n, n) for n in names],
-            f"Δ {pname} vs student [95% CI]",
-            f"p ({test}, Holm)",
-            "p (paired t)",
-            "W/T/L",
-            "p seeds (t)",
-            "Params",
-            "% teacher",
-            "% student",
-            "Non-zero",
-            "Size KiB",
-            "Sparse KiB",
-            "FLOPs/sample",
-            "Train J",
-            "Infer J/1k",
-            "Infer passes (window)",
-            "Meter",
-            "Train s",
-            "Peak RSS MiB",
-            *(["CUDA peak MiB"] if cuda else []),
-            "Seeds",
-        ]
-        pub_rows, pub_notes = _published_for(published or [], dataset, task)
-        if pub_rows:
-            headers.append("Published")
-        table = []
-        for tch in sorted(tkeys):
-            ts = teacher_runs[tch]
-            table.append(
-                [
-                    f"Teacher ({tch})",
-                    "—",
-                    *[_fmt([t["metrics"]["test"].get(n) for t in ts]) for n in names],
-                    *sg["cells"].get(("teacher", tch), ["see above"] + ["—"] * (SIG_HEADERS - 1)),
-                    _int(ts[0]["size"]["params"]),
-                    "100",
-                    "—",
-                    _int(ts[0]["size"]["nonzero_params"]),
-                    f"{ts[0]['size']['bytes'] / 1024:.1f}",
-                    "—",
-                    _int(ts[0]["size"]["flops"]),
-                    fmt_energy([t["energy"]["train_j"] for t in ts]),
-                    "—",
-                    "—",
-                    ts[0]["energy"]["meter"],
-                    _fmt([t["times"]["train_s"] for t in ts], 3),
-                    "—",  # (trained inside a cell: in that cell's peak)
-                    *(["—"] if cuda else []),
-                    ", ".join(str(t["seed"]) for t in ts),
-                    *([_published_cell(pub_rows, "Teacher", tch)] if pub_rows else []),
-                ]
-            )
-        order = sorted(
-            rows_by,
-            key=lambda k: (
-                k[0],
-                k[1],
-                statistics.fmean([r["metrics"]["test"][primary] for r in rows_by[k]]) * (1 if lower else -1),
-            ),
-        )
-        for key in order:
-            rs = sorted(rows_by[key], key=lambda r: r["seed"])
-            tch, stu, method = key
-            size = [r["size"] for r in rs]
-            table.append(
-                [
-                    method,
-                    stu,
-                    *[_fmt([r["metrics"]["test"].get(n) for r in rs]) for n in names],
-                    *sg["cells"].get(key, ["—"] * SIG_HEADERS),
-                    _int(statistics.fmean(s["params"] for s in size)),
-                    f"{statistics.fmean(s['pct_of_teacher'] for s in size):.1f}",
-                    f"{statistics.fmean(s.get('pct_of_unpruned', 100.0) for s in size):.1f}",
-                    _int(statistics.fmean(s["nonzero_params"] for s in size)),
-                    f"{statistics.fmean(s['bytes'] for s in size) / 1024:.1f}",
-                    _sparse_kib(size),
-                    _int(statistics.fmean(s["flops"] for s in size)),
-                    fmt_energy([r["energy"]["train_j"] for r in rs]),
-                    fmt_energy([r["energy"]["inference_j_per_1k"] for r in rs]),
-                    inference_window([r["energy"] for r in rs]),
-                    ", ".join(sorted({r["energy"]["meter"] for r in rs})),
-                    _fmt([r["times"]["train_s"] for r in rs], 3),
-                    _mib((r.get("memory") or {}).get("peak_rss_mib") for r in rs),
-                    *(
-                        [_mib((r.get("memory") or {}).get("cuda_max_allocated_mib") for r in rs)]
-                        if cuda
-                        else []
-                    ),
-                    ", ".join(str(r["seed"]) for r in rs),
-                    *([_published_cell(pub_rows, method, stu)] if pub_rows else []),
-                ]
-            )
-        from .compact import pair_tables
+    return {
+        (dataset, task): _build_table(dataset, task, recs, teachers, published or [])
+        for (dataset, task), recs in groups.items()
+    }
 
-        pairs = pair_tables(
-            dataset, task, rows_by, teacher_runs, sg, names, primary, lower, f"{slug(dataset)}__{task}"
-        )
-        out[(dataset, task)] = {
-            "pairs": pairs,
-            "headers": headers,
-            "rows": table,
-            "records": recs,
-            "ok": ok,
-            "failed": failed,
-            "skipped": skipped,
-            "primary": primary,
-            "teachers": tkeys,
-            "published": pub_notes,
-            "published_rows": pub_rows,
-            "significance": sg,
-        }
-    return out
+
+def _build_table(
+    dataset: str,
+    task: str,
+    recs: list[dict[str, Any]],
+    teachers: list[dict[str, Any]],
+    published: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The table of one (dataset, task): its headers, teacher rows, then the student
+    rows of each teacher/student pair, best first; with the per-pair tables."""
+    ok = [r for r in recs if r["status"] == "ok"]
+    failed = [r for r in recs if r["status"] == "failed"]
+    skipped = [r for r in recs if r["status"] == "skipped"]
+    names = _metric_names(task, ok) if ok else []
+    primary, lower = _primary(task, names) if names else ("", True)
+    rows_by: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in ok:
+        rows_by[(r["teacher"], r["student"], r["method"])].append(r)
+    tkeys = {(t["teacher"]) for t in teachers if t["dataset"] == dataset and t["task"] == task}
+    teacher_runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for t in teachers:
+        if t["dataset"] == dataset and t["task"] == task:
+            teacher_runs[t["teacher"]].append(t)
+    sg = _significance(task, primary, lower, rows_by, teacher_runs)
+    cuda = any((r.get("memory") or {}).get("cuda_max_allocated_mib") is not None for r in ok)
+    pub_rows, pub_notes = _published_for(published, dataset, task)
+    headers = _table_headers(names, primary, sg, cuda, bool(pub_rows))
+    table = [_teacher_table_row(tch, teacher_runs[tch], names, sg, cuda, pub_rows) for tch in sorted(tkeys)]
+    order = sorted(
+        rows_by,
+        key=lambda k: (
+            k[0],
+            k[1],
+            statistics.fmean([r["metrics"]["test"][primary] for r in rows_by[k]]) * (1 if lower else -1),
+        ),
+    )
+    for key in order:
+        rs = sorted(rows_by[key], key=lambda r: r["seed"])
+        table.append(_student_table_row(key, rs, names, sg, cuda, pub_rows))
+    from .compact import pair_tables
+
+    pairs = pair_tables(
+        dataset, task, rows_by, teacher_runs, sg, names, primary, lower, f"{slug(dataset)}__{task}"
+    )
+    return {
+        "pairs": pairs,
+        "headers": headers,
+        "rows": table,
+        "records": recs,
+        "ok": ok,
+        "failed": failed,
+        "skipped": skipped,
+        "primary": primary,
+        "teachers": tkeys,
+        "published": pub_notes,
+        "published_rows": pub_rows,
+        "significance": sg,
+    }
+
+
+def _table_headers(
+    names: list[str], primary: str, sg: dict[str, Any], cuda: bool, published: bool
+) -> list[str]:
+    test = TEST_SHORT.get(sg["test"] or "", "test")
+    pname = METRIC_NAMES.get(primary, primary)
+    return [
+        "Method",
+        "Student",
+        *[METRIC_NAMES.get(n, n) for n in names],
+        f"Δ {pname} vs student [95% CI]",
+        f"p ({test}, Holm)",
+        "p (paired t)",
+        "W/T/L",
+        "p seeds (t)",
+        "Params",
+        "% teacher",
+        "% student",
+        "Non-zero",
+        "Size KiB",
+        "Sparse KiB",
+        "FLOPs/sample",
+        "Train J",
+        "Infer J/1k",
+        "Infer passes (window)",
+        "Meter",
+        "Train s",
+        "Peak RSS MiB",
+        *(["CUDA peak MiB"] if cuda else []),
+        "Seeds",
+        *(["Published"] if published else []),
+    ]
+
+
+def _teacher_table_row(
+    tch: str,
+    ts: list[dict[str, Any]],
+    names: list[str],
+    sg: dict[str, Any],
+    cuda: bool,
+    pub_rows: Any,
+) -> list[str]:
+    return [
+        f"Teacher ({tch})",
+        "—",
+        *[_fmt([t["metrics"]["test"].get(n) for t in ts]) for n in names],
+        *sg["cells"].get(("teacher", tch), ["see above"] + ["—"] * (SIG_HEADERS - 1)),
+        _int(ts[0]["size"]["params"]),
+        "100",
+        "—",
+        _int(ts[0]["size"]["nonzero_params"]),
+        f"{ts[0]['size']['bytes'] / 1024:.1f}",
+        "—",
+        _int(ts[0]["size"]["flops"]),
+        fmt_energy([t["energy"]["train_j"] for t in ts]),
+        "—",
+        "—",
+        ts[0]["energy"]["meter"],
+        _fmt([t["times"]["train_s"] for t in ts], 3),
+        "—",  # (trained inside a cell: in that cell's peak)
+        *(["—"] if cuda else []),
+        ", ".join(str(t["seed"]) for t in ts),
+        *([_published_cell(pub_rows, "Teacher", tch)] if pub_rows else []),
+    ]
+
+
+def _student_table_row(
+    key: tuple[str, str, str],
+    rs: list[dict[str, Any]],
+    names: list[str],
+    sg: dict[str, Any],
+    cuda: bool,
+    pub_rows: Any,
+) -> list[str]:
+    _tch, stu, method = key
+    size = [r["size"] for r in rs]
+    return [
+        method,
+        stu,
+        *[_fmt([r["metrics"]["test"].get(n) for r in rs]) for n in names],
+        *sg["cells"].get(key, ["—"] * SIG_HEADERS),
+        _int(statistics.fmean(s["params"] for s in size)),
+        f"{statistics.fmean(s['pct_of_teacher'] for s in size):.1f}",
+        f"{statistics.fmean(s.get('pct_of_unpruned', 100.0) for s in size):.1f}",
+        _int(statistics.fmean(s["nonzero_params"] for s in size)),
+        f"{statistics.fmean(s['bytes'] for s in size) / 1024:.1f}",
+        _sparse_kib(size),
+        _int(statistics.fmean(s["flops"] for s in size)),
+        fmt_energy([r["energy"]["train_j"] for r in rs]),
+        fmt_energy([r["energy"]["inference_j_per_1k"] for r in rs]),
+        inference_window([r["energy"] for r in rs]),
+        ", ".join(sorted({r["energy"]["meter"] for r in rs})),
+        _fmt([r["times"]["train_s"] for r in rs], 3),
+        _mib((r.get("memory") or {}).get("peak_rss_mib") for r in rs),
+        *([_mib((r.get("memory") or {}).get("cuda_max_allocated_mib") for r in rs)] if cuda else []),
+        ", ".join(str(r["seed"]) for r in rs),
+        *([_published_cell(pub_rows, method, stu)] if pub_rows else []),
+    ]
 
 
 def _published_delta(
@@ -787,34 +869,7 @@ def render(dataset: str, task: str, t: dict[str, Any]) -> str:
     out += levels_section(t["ok"], t["primary"])
     out += diagnostics_section(t["ok"])
     if t["rows"]:
-        out += [
-            "",
-            "## Every column",
-            "",
-            "<details><summary>The whole table: every metric, the per-example test's columns, "
-            "sizes, energy, meter, time and seeds of every row</summary>",
-            "",
-            tabulate(t["rows"], headers=t["headers"], tablefmt="github", disable_numparse=True),
-            "",
-            "Params, Size (bytes of the saved "
-            "state_dict) and FLOPs/sample (torch.utils.flop_counter) are of the deployed "
-            "student; % teacher and % student are its parameters against the teacher's and the "
-            "unpruned student's. Sparse KiB: a CSR-like encoding, shown only for models with "
-            "zeros (unstructured pruning), whose dense size is not claimed smaller. "
-            "Infer passes (window): the passes over the test split each cell's inference-energy "
-            "window made (the range over seeds) and the window's mean length. Peak RSS: the "
-            "process's resident memory at its highest during the cell (what the process held "
-            "before it, and the teacher's training where the cell trained it, included)"
-            + (
-                "; CUDA peak: torch.cuda.max_memory_allocated over the cell"
-                if any(h.startswith("CUDA peak") for h in t["headers"])
-                else ""
-            )
-            + ".",
-            *(["", NOISE_LEGEND] if any(NOISE_MARK in c for row in t["rows"] for c in row) else []),
-            "",
-            "</details>",
-        ]
+        out += _every_column(t)
     if t["failed"]:
         out += ["", f"Failed cells ({len(t['failed'])}; see `harness list --status failed`):"]
         for r in t["failed"]:
@@ -825,6 +880,38 @@ def render(dataset: str, task: str, t: dict[str, Any]) -> str:
         for m, why in reasons:
             out.append(f"- {m}: {why}")
     return "\n".join(out) + "\n"
+
+
+def _every_column(t: dict[str, Any]) -> list[str]:
+    """The whole table, folded, with what its columns mean."""
+    return [
+        "",
+        "## Every column",
+        "",
+        "<details><summary>The whole table: every metric, the per-example test's columns, "
+        "sizes, energy, meter, time and seeds of every row</summary>",
+        "",
+        tabulate(t["rows"], headers=t["headers"], tablefmt="github", disable_numparse=True),
+        "",
+        "Params, Size (bytes of the saved "
+        "state_dict) and FLOPs/sample (torch.utils.flop_counter) are of the deployed "
+        "student; % teacher and % student are its parameters against the teacher's and the "
+        "unpruned student's. Sparse KiB: a CSR-like encoding, shown only for models with "
+        "zeros (unstructured pruning), whose dense size is not claimed smaller. "
+        "Infer passes (window): the passes over the test split each cell's inference-energy "
+        "window made (the range over seeds) and the window's mean length. Peak RSS: the "
+        "process's resident memory at its highest during the cell (what the process held "
+        "before it, and the teacher's training where the cell trained it, included)"
+        + (
+            "; CUDA peak: torch.cuda.max_memory_allocated over the cell"
+            if any(h.startswith("CUDA peak") for h in t["headers"])
+            else ""
+        )
+        + ".",
+        *(["", NOISE_LEGEND] if any(NOISE_MARK in c for row in t["rows"] for c in row) else []),
+        "",
+        "</details>",
+    ]
 
 
 def write_leaderboards(

@@ -2,9 +2,14 @@
 
 Plugins (built-in and third-party alike) are found through entry points in the group
 `harness`. `HARNESS_PLUGINS=name1,name2` limits which entry points load (names as in
-the entry points; an empty value loads none). Each registration hook hands the plugin
-a `register` callable owned by the `Registry`, which validates the class, stamps where
-it came from and rejects duplicate names loudly.
+the entry points; an empty value loads none). The core's default plugin
+(harness.default_plugins: the `none` distiller and pruner) is registered first and
+always, so any subset of plugins works.
+
+Every hook is called through pluggy (`pm.hook.<name>(...)`), so hook wrappers and
+pluggy's tracing apply; `HARNESS_TRACE_HOOKS=1` logs each hook call to stderr. Each
+registration hook hands the plugins a `register` object owned by the `Registry`, which
+validates the class, stamps the plugin it came from and rejects duplicate names loudly.
 """
 
 from __future__ import annotations
@@ -12,12 +17,14 @@ from __future__ import annotations
 import importlib.metadata as md
 import os
 import re
+import sys
 from dataclasses import dataclass, field
+from types import CodeType, FrameType, TracebackType
 from typing import Any
 
 import pluggy
 
-from . import DISTRIBUTION, hookspecs
+from . import DISTRIBUTION, default_plugins, hookspecs
 from .api import (
     NEEDS,
     STRUCTURES,
@@ -60,6 +67,55 @@ class Entry:
     plugin: str
 
 
+class _Registrar:
+    """The `register` a registration hook receives (typed for plugins as
+    `harness.hookspecs.Register[Base]`): one object for the whole pluggy call, which
+    finds the plugin that registers each class from the implementation on its stack."""
+
+    def __init__(
+        self, registry: Registry, kind: str, codes: dict[CodeType, list[tuple[object, str]]]
+    ) -> None:
+        self.registry, self.kind, self.codes = registry, kind, codes
+
+    def __call__(self, cls: Any, /) -> None:
+        plugin = _plugin_in_frames(_frames(sys._getframe(1)), self.codes) or "?"
+        self.registry._add(self.kind, plugin, cls)
+
+
+def _impl_codes(pm: pluggy.PluginManager, caller: Any) -> dict[CodeType, list[tuple[object, str]]]:
+    """The code object of each implementation of a hook -> [(plugin, its name)]."""
+    codes: dict[CodeType, list[tuple[object, str]]] = {}
+    for impl in caller.get_hookimpls():
+        code = getattr(impl.function, "__code__", None)
+        if code is not None:
+            codes.setdefault(code, []).append((impl.plugin, pm.get_name(impl.plugin) or repr(impl.plugin)))
+    return codes
+
+
+def _frames(frame: FrameType | None) -> list[FrameType]:
+    """`frame` and its callers, innermost first."""
+    out = []
+    while frame is not None:
+        out.append(frame)
+        frame = frame.f_back
+    return out
+
+
+def _plugin_in_frames(frames: list[FrameType], codes: dict[CodeType, list[tuple[object, str]]]) -> str | None:
+    """The plugin whose hook implementation is the first of `frames` (innermost first)
+    to run one; a method's instance tells apart two plugins sharing one class."""
+    for f in frames:
+        owners = codes.get(f.f_code)
+        if owners:
+            if len(owners) > 1:
+                me = f.f_locals.get("self")
+                for plugin, name in owners:
+                    if plugin is me:
+                        return name
+            return owners[0][1]
+    return None
+
+
 class Registry:
     """All registered things, by kind and name."""
 
@@ -69,15 +125,7 @@ class Registry:
         self.entries: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}
         for kind, (hook, _base) in KINDS.items():
             caller = getattr(pm.hook, hook)
-            for impl in caller.get_hookimpls():
-                plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
-                impl.function(register=self._registrar(kind, plugin_name))
-
-    def _registrar(self, kind: str, plugin: str):
-        def register(cls: Any) -> None:
-            self._add(kind, plugin, cls)
-
-        return register
+            caller(register=_Registrar(self, kind, _impl_codes(pm, caller)))
 
     def _add(self, kind: str, plugin: str, cls: Any) -> None:
         base = KINDS[kind][1]
@@ -157,10 +205,25 @@ def _normal(name: str) -> str:
 _REGISTRY: Registry | None = None
 
 
+#: Set to 1 to log every hook call (arguments, then result) to stderr.
+TRACE_ENV = "HARNESS_TRACE_HOOKS"
+
+
 def make_plugin_manager() -> pluggy.PluginManager:
+    """A plugin manager with the harness's hookspecs and its default plugin (and
+    pluggy's tracing when HARNESS_TRACE_HOOKS is set)."""
     pm = pluggy.PluginManager(GROUP)
     pm.add_hookspecs(hookspecs)
+    if os.environ.get(TRACE_ENV, "").strip() not in ("", "0"):
+        pm.trace.root.setwriter(lambda line: print(f"harness: trace: {line}", end="", file=sys.stderr))
+        pm.enable_tracing()
+    pm.register(default_plugins, name=default_plugins.DEFAULT_PLUGIN)
     return pm
+
+
+def _default_infos() -> dict[str, PluginInfo]:
+    name = default_plugins.DEFAULT_PLUGIN
+    return {name: PluginInfo(name, "built-in (default)", default_plugins.__name__)}
 
 
 def get_registry() -> Registry:
@@ -168,7 +231,7 @@ def get_registry() -> Registry:
     global _REGISTRY
     if _REGISTRY is None:
         pm = make_plugin_manager()
-        infos = _load_entry_points(pm)
+        infos = {**_default_infos(), **_load_entry_points(pm)}
         _REGISTRY = Registry(pm, infos)
     return _REGISTRY
 
@@ -198,12 +261,34 @@ def reset_registry() -> None:
 
 
 def call_lifecycle(hook: str, **kwargs: Any) -> list[str]:
-    """Call a lifecycle hook on every plugin; return the errors raised (not fatal)."""
+    """Call a lifecycle hook on every plugin, through pluggy; return the errors raised
+    (not fatal). When an implementation raises, the error names its plugin and the
+    implementations not yet called are called in turn (a subset of the hook)."""
     reg = get_registry()
+    pm = reg.pm
+    caller = getattr(pm.hook, hook)
+    codes = _impl_codes(pm, caller)
     errors = []
-    for impl in getattr(reg.pm.hook, hook).get_hookimpls():
+    removed: list[object] = []
+    while True:
+        current = pm.subset_hook_caller(hook, remove_plugins=removed) if removed else caller
         try:
-            impl.function(**kwargs)
+            current(**kwargs)
+            return errors
         except Exception as e:  # a logging plugin must not take the grid down
-            errors.append(f"plugin {impl.plugin_name!r} {hook}: {type(e).__name__}: {e}")
-    return errors
+            plugin = _plugin_in_frames(_frames_of(e.__traceback__), codes)
+            errors.append(f"plugin {plugin or '?'!r} {hook}: {type(e).__name__}: {e}")
+            order = [impl.plugin for impl in reversed(current.get_hookimpls())]  # (pluggy's call order)
+            failed = [p for p in order if pm.get_name(p) == plugin]
+            if not failed:
+                return errors
+            removed += order[: order.index(failed[0]) + 1]  # it and those already called
+
+
+def _frames_of(tb: TracebackType | None) -> list[FrameType]:
+    """The frames of a traceback, innermost first."""
+    frames = []
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    return frames[::-1]

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from harness import energy
+from harness.default_plugins import CpuTimeEstimate
 from harness.plugins import get_registry
 from harness_energy import meters
 
@@ -149,7 +150,7 @@ def test_rapl_unavailable_without_powercap(tmp_path, monkeypatch):
 
 
 def test_cpu_estimate_is_labelled_and_uses_cpu_time(monkeypatch):
-    m = meters.CpuTimeEstimate(torch.device("cpu"), cpu_watts_per_core=7.0)
+    m = CpuTimeEstimate(torch.device("cpu"), cpu_watts_per_core=7.0)
     m.begin()
     t = time.process_time()
     x = 0
@@ -162,7 +163,7 @@ def test_cpu_estimate_is_labelled_and_uses_cpu_time(monkeypatch):
     assert cpu_s <= (os.cpu_count() or 1) * r.seconds + 0.05  # no more than the cores allow
     assert "× 7 W/core" in r.detail
     monkeypatch.setenv("HARNESS_CPU_WATTS_PER_CORE", "3.5")
-    assert meters.CpuTimeEstimate(torch.device("cpu")).watts == 3.5
+    assert CpuTimeEstimate(torch.device("cpu")).watts == 3.5
 
 
 def test_explicit_meter_choice_must_be_available():
@@ -259,7 +260,7 @@ def test_rapl_polls_so_several_wraps_in_one_window_are_counted(tmp_path, monkeyp
 
 
 def test_cpu_estimate_window_under_the_tick_is_not_zero():
-    m = meters.CpuTimeEstimate(torch.device("cpu"), cpu_watts_per_core=7.0)
+    m = CpuTimeEstimate(torch.device("cpu"), cpu_watts_per_core=7.0)
     m._cpu_seconds = lambda: 100.0  # no tick elapsed
     m.begin()
     r = energy.trusted(m.end())

@@ -109,10 +109,83 @@ def test_harness_plugins_env_limits_loading(monkeypatch):
     plugins.reset_registry()
     try:
         reg = plugins.get_registry()
-        assert set(reg.infos) == {"movies", "energy"}
-        assert reg.names("distiller") == []
+        assert set(reg.infos) == {"movies", "energy", "default"}
+        assert reg.names("distiller") == ["none"]  # (the core's default plugin's)
     finally:
         plugins.reset_registry()
+
+
+def test_the_core_registers_its_baselines_whatever_plugins_load(monkeypatch):
+    monkeypatch.setenv("HARNESS_PLUGINS", "")
+    plugins.reset_registry()
+    try:
+        reg = plugins.get_registry()
+        assert set(reg.infos) == {"default"} and reg.infos["default"].source == "built-in (default)"
+        assert reg.names("distiller") == ["none"] and reg.names("pruner") == ["none"]
+        assert reg.names("energy_meter") == ["cpu-estimate"]
+        assert reg.entries["pruner"]["none"].plugin == "default"
+    finally:
+        plugins.reset_registry()
+
+
+@pytest.mark.slow
+def test_a_grid_of_one_plugins_parts_loads_and_runs_with_only_that_plugin(write_grid, tmp_path):
+    grid = write_grid(distillers="[none]")
+    env = dict(os.environ, HARNESS_PLUGINS="movies")
+    out = subprocess.run(
+        [sys.executable, "-m", "harness", "run", "--grid", str(grid), "--out", str(tmp_path / "out")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "ran 1 cells: 1 ok, 0 failed" in out.stdout
+
+
+def test_registration_goes_through_pluggy_so_hook_wrappers_see_it(register):
+    seen = []
+
+    class Wrapper:
+        @hookimpl(wrapper=True)
+        def harness_register_distillers(self, register):
+            seen.append("before")
+            result = yield
+            seen.append("after")
+            return result
+
+    reg = register(Wrapper(), "wrapper")
+    assert seen == ["before", "after"]
+    assert reg.entries["distiller"]["kd"].plugin == "distill"  # (still stamped per plugin)
+
+
+def test_lifecycle_hooks_go_through_pluggy_so_hook_wrappers_see_them(register):
+    seen = []
+
+    class Wrapper:
+        @hookimpl(wrapper=True)
+        def harness_grid_finished(self, summary, out_dir):
+            seen.append(summary["grid"])
+            return (yield)
+
+    register(Wrapper(), "wrapper")
+    assert plugins.call_lifecycle("harness_grid_finished", summary={"grid": "g"}, out_dir="x") == []
+    assert seen == ["g"]
+
+
+def test_trace_switch_logs_every_hook_call(monkeypatch, capsys):
+    monkeypatch.setenv("HARNESS_TRACE_HOOKS", "1")
+    plugins.reset_registry()
+    try:
+        plugins.get_registry()
+        plugins.call_lifecycle("harness_grid_finished", summary={"grid": "g"}, out_dir="x")
+    finally:
+        plugins.reset_registry()
+    err = capsys.readouterr().err
+    for hook in ("harness_register_datasets", "harness_register_pruners", "harness_grid_finished"):
+        assert f"harness: trace:   {hook} [hook]" in err
+    assert "finish harness_grid_finished" in err
 
 
 def test_lifecycle_hook_errors_do_not_propagate(register):

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.api import DataBundle, Step, TensorSplit
+from harness.default_plugins import NoDistillation
 from harness.grid import load_grid
 from harness.plugins import get_registry
 from harness.runner import (
@@ -24,7 +25,7 @@ from harness.runner import (
 )
 from harness.size import count_nonzero, flops_per_sample, measure_size, saved_bytes, sparse_bytes
 from harness.tasks import get_task
-from harness_distill.kd import KnowledgeDistillation, NoDistillation
+from harness_distill.kd import KnowledgeDistillation
 
 
 def cells(write_grid, **kw):

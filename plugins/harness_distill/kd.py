@@ -1,4 +1,5 @@
-"""`none` (the plain task loss) and `kd` (Hinton, Vinyals & Dean 2015).
+"""`kd` (Hinton, Vinyals & Dean 2015). (The `none` distiller, the plain task loss, is the
+core's: harness/default_plugins.py.)
 
 kd, classification: L = (1 - alpha) * CE(z_s, y) + alpha * T^2 * KL(softmax(z_t/T) || softmax(z_s/T)),
   KL summed over classes and averaged over the batch; T^2 keeps the soft term's gradient
@@ -15,17 +16,6 @@ import torch.nn.functional as F
 
 from harness.api import Distiller, Param, Step
 from harness.errors import UsageError
-
-
-class NoDistillation(Distiller):
-    name = "none"
-    label = "none"
-    description = "no distillation: the student's own task loss"
-    tasks = frozenset({"classification", "rating", "ranking"})
-    needs = frozenset()
-
-    def loss(self, step: Step) -> torch.Tensor:
-        return step.task_loss
 
 
 def kd_term(student: torch.Tensor, teacher: torch.Tensor, task: str, T: float) -> torch.Tensor:

@@ -11,8 +11,8 @@
   summed over packages. Whole-socket: other processes count too. A thread reads them
   every `poll_s` during the window, so a long window that wraps the counter more than
   once is still counted; an unreadable counter (permission) makes the window unmeasured.
-- cpu-estimate: this process's CPU time × watts per busy core. Not a measurement: every
-  record says "estimate" and the watts it assumed.
+(cpu-estimate, the fallback of lowest priority, is the core's: harness/default_plugins.py,
+so a run without this plugin still has a meter.)
 """
 
 from __future__ import annotations
@@ -25,13 +25,6 @@ from pathlib import Path
 import torch
 
 from harness.api import EnergyMeter, EnergyReading
-
-#: Default watts per busy core for the estimate. A server core draws roughly 4-7 W at
-#: load (e.g. a 280 W, 64-core EPYC 7763: 4.4 W/core; a 270 W, 40-core Xeon 8380:
-#: 6.75 W/core, from their TDPs); desktop cores more. 10 W errs high on purpose: an
-#: estimate should not flatter. Override with HARNESS_CPU_WATTS_PER_CORE or the grid's
-#: energy.cpu_watts_per_core.
-DEFAULT_WATTS_PER_CORE = 10.0
 
 
 def _pynvml():
@@ -280,44 +273,3 @@ class Rapl(EnergyMeter):
             why = f"{where}; counter unreadable: {self._error}"
             return EnergyReading(None, seconds, self.name, False, why)
         return EnergyReading(self._uj / 1e6, seconds, self.name, False, where)
-
-
-class CpuTimeEstimate(EnergyMeter):
-    name = "cpu-estimate"
-    description = "estimate: this process's CPU time × watts per busy core"
-    priority = 0
-    estimate = True
-
-    def __init__(self, device, cpu_watts_per_core: float | None = None, **_ignored):
-        super().__init__(device)
-        env = os.environ.get("HARNESS_CPU_WATTS_PER_CORE")
-        if cpu_watts_per_core is None and env:
-            cpu_watts_per_core = float(env)
-        self.watts = float(cpu_watts_per_core or DEFAULT_WATTS_PER_CORE)
-
-    @staticmethod
-    def _cpu_seconds() -> float:
-        t = os.times()
-        return t.user + t.system + t.children_user + t.children_system
-
-    def begin(self):
-        _sync(self.device)
-        self._t0 = time.perf_counter()
-        self._c0 = self._cpu_seconds()
-
-    def end(self):
-        _sync(self.device)
-        cpu = self._cpu_seconds() - self._c0
-        seconds = time.perf_counter() - self._t0
-        if cpu <= 0 < seconds:  # shorter than the CPU clock's tick (10 ms): one busy core
-            return EnergyReading(
-                seconds * self.watts,
-                seconds,
-                self.name,
-                True,
-                f"estimate: window {seconds:.3g} s under the CPU-time tick: wall time × {self.watts:g} W "
-                "(one core)",
-            )
-        return EnergyReading(
-            cpu * self.watts, seconds, self.name, True, f"estimate: {cpu:.2f} CPU-s × {self.watts:g} W/core"
-        )

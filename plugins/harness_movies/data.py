@@ -2,13 +2,14 @@
 
 Two sources, one normalised table, one encoder:
 - "vega" (default): the vega-datasets movies file vendored in data/vega-movies.json
-  (3,201 films; card in datasets/imdb-movies/README.md). It is not the seed paper's file:
+  (3,201 films; card in datasets/imdb-movies/README.md). It is not the file of
+  Bharadhwaj et al. (2024, arXiv 2401.10484):
   the leaderboard says so. Its deliberate errors are cleaned (see `clean_vega`).
-- "imdb5000": the seed paper's data, the IMDB-5000 movie_metadata.csv, merged with
+- "imdb5000": that paper's data, the IMDB-5000 movie_metadata.csv, merged with
   TMDB-5000's tmdb_5000_movies.csv when given (by normalised title and year), read from
   paths the user gives. Train on 2000-2013, test after 2013, as the paper does.
 
-Feature groups (the seed paper's four, each used on its own, or joined with "+"):
+Feature groups (that paper's four, each used on its own, or joined with "+"):
   numerical, social, categorical, textual.
 Encoding is fitted on the training films only: numbers log-scaled where heavy-tailed,
 missing values filled with the training median plus a missing-indicator, standardised;
@@ -170,7 +171,7 @@ IMDB_SOCIAL = ("director_likes", "actor1_likes", "actor2_likes", "actor3_likes",
 
 
 def imdb5000_table(path: Path, tmdb_path: Path | None) -> Table:
-    """IMDB-5000 (movie_metadata.csv), optionally merged with TMDB-5000 (the seed paper)."""
+    """IMDB-5000 (movie_metadata.csv), optionally merged with TMDB-5000 (Bharadhwaj et al. 2024)."""
     try:
         imdb = pd.read_csv(path)
     except (OSError, pd.errors.ParserError, UnicodeDecodeError) as e:
