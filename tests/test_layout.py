@@ -18,8 +18,6 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 HARNESS = ROOT / "harness"
 MAX_LINES = 80
-#: modules whose long functions the runner split (issue 17) shortens
-RUNNER_SPLIT = "until the runner split lands"
 
 
 def _functions(path: Path) -> list[tuple[str, int]]:
@@ -52,47 +50,12 @@ def _long_functions_at(p: Path) -> list[str]:
     return [name for name, n in _functions(p) if n > MAX_LINES]
 
 
-def test_no_function_in_the_core_outside_the_runner_is_over_80_lines():
-    paths = [p for p in _core_modules() if not _is_runner(p)]
-    assert _long_functions(paths) == []
+def test_no_function_in_the_core_is_over_80_lines():
+    assert _long_functions(_core_modules()) == []
 
 
-@pytest.mark.xfail(strict=False, reason=RUNNER_SPLIT)
-def test_no_function_in_the_runner_is_over_80_lines():
-    assert _long_functions([p for p in _core_modules() if _is_runner(p)]) == []
-
-
-def _is_runner(p: Path) -> bool:
-    rel = p.relative_to(HARNESS).as_posix()
-    return rel == "runner.py" or rel.startswith("runner/")
-
-
-FORBIDDEN = re.compile(
-    r"^\s*(from\s+harness\.(runner|grid|paths)\b|import\s+harness\.(runner|grid|paths)\b)", re.M
-)
-
-
-def _plugin_imports_of_internals() -> list[str]:
-    bad = []
-    for p in sorted((ROOT / "plugins").rglob("*.py")):
-        for m in FORBIDDEN.finditer(p.read_text(encoding="utf-8")):
-            bad.append(f"{p.relative_to(ROOT)}: {m.group(0).strip()}")
-    return bad
-
-
-def test_the_import_check_sees_an_internal_import():
-    text = "import torch\nfrom harness.runner import copy_model\n    import harness.paths\n"
-    assert len(FORBIDDEN.findall(text)) == 2
-    assert not FORBIDDEN.search("from harness.api import copy_model\nfrom harness.gridfile import x\n")
-
-
-@pytest.mark.xfail(strict=False, reason=RUNNER_SPLIT)
-def test_no_plugin_imports_the_runner_the_grid_or_paths():
-    assert _plugin_imports_of_internals() == []
-
-
-def test_no_plugin_imports_the_grid():
-    assert [b for b in _plugin_imports_of_internals() if "harness.grid" in b] == []
+# That plugins import only harness.api, harness.errors and harness.hookspecs is
+# tests/test_plugin_imports.py's.
 
 
 def _git_files() -> list[str] | None:
