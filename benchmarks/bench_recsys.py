@@ -16,7 +16,7 @@ Ends with one JSON line, {"bench": "recsys", "hardware": ..., "ratios": {...}}, 
 ratios named model/method (e.g. "bpr/de-rrd": distiller epoch / plain epoch, and
 "bpr/harness-vs-recbole": harness epoch / RecBole Trainer epoch).
 
-    python benchmarks/bench_recsys.py [--repeats 5] [--part all|recbole|distillers]
+    python benchmarks/bench_recsys.py [--repeats 5] [--part all|recbole|distillers] [--models cdae,bpr]
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def bench_recbole(data, repeats: int) -> dict[str, float]:
     return out
 
 
-def bench_distillers(data, repeats: int) -> dict[str, float]:
+def bench_distillers(data, repeats: int, models: tuple[str, ...] = ("cdae", "bpr")) -> dict[str, float]:
     print("\n2. distiller cost: one student epoch with each distiller, against none")
     reg = get_registry()
     out = {}
@@ -144,6 +144,8 @@ def bench_distillers(data, repeats: int) -> dict[str, float]:
         ("cdae", {"embedding_size": 100}, {"embedding_size": 10}, 256),
         ("bpr", {"embedding_size": 200}, {"embedding_size": 20}, 2048),
     ):
+        if model not in models:
+            continue
         teacher = teacher_for(data, model, t_size, bs)
         runs = {"none": harness_epoch(data, model, s_size, bs, 0.001)}
         for name in ("rd", "rd-rank", "cd-base", "cd-tg", "cd-sg", "de-rrd", "de-rrd@e25of50"):
@@ -162,6 +164,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--part", choices=("all", "recbole", "distillers"), default="all")
+    ap.add_argument("--models", default="cdae,bpr", help="students of part 2 (comma-separated)")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     data = MovieLens100K(**MovieLens100K.resolve_params({}, "bench")).load("ranking")
@@ -170,7 +173,7 @@ def main() -> None:
     if args.part in ("all", "recbole"):
         ratios.update(bench_recbole(data, args.repeats))
     if args.part in ("all", "distillers"):
-        ratios.update(bench_distillers(data, args.repeats))
+        ratios.update(bench_distillers(data, args.repeats, tuple(args.models.split(","))))
     print(json.dumps({"bench": "recsys", "hardware": hardware(), "ratios": ratios}))
 
 

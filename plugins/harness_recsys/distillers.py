@@ -441,7 +441,10 @@ class Experts(nn.Module):
     is the same up to the order of float additions."""
 
     #: run only the selected experts when at most this share of the weights is non-zero
+    #: and the dense second layer would cost at least `sparse_work` multiply-adds (below
+    #: that, the per-expert loop's 30 small products cost more than one large one)
     sparse_share: ClassVar[float] = 0.25
+    sparse_work: ClassVar[float] = 1e8
 
     def __init__(self, m: int, d_s: int, d_t: int) -> None:
         super().__init__()
@@ -487,7 +490,8 @@ class Experts(nn.Module):
     def forward(self, s: torch.Tensor, t: torch.Tensor, tau: float) -> torch.Tensor:
         """Σ_m z_m·E_m(s), z the Gumbel-softmax of the selection over experts."""
         z = self.gate(t, tau)
-        if float((z != 0).float().mean()) <= self.sparse_share:
+        work = len(s) * self.w2.numel()
+        if work >= self.sparse_work and float((z != 0).float().mean()) <= self.sparse_share:
             return self.sparse(s, z)
         return self.dense(s, z)
 
