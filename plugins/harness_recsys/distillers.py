@@ -154,14 +154,21 @@ class RankingDistiller(Distiller):
         self.view = teacher_view(teacher, data) if self.per_user else None
         self.history = data.split("history")["items"]
         self.trained = data.split("history")["mask"]
-        # |I_u^-| per user (item 0 is padding), once: not a [B, n_items] gather per step
-        self.n_unobserved = (~self.trained[:, 1:]).sum(dim=1)
         self.n_items = int(data.info["n_items"])
         self._table_key = None
         return self.extra_setup(teacher, student, data)
 
     def extra_setup(self, teacher, student, data) -> list[nn.Parameter]:
         return []
+
+    @property
+    def n_unobserved(self) -> torch.Tensor:
+        """[n_users] |I_u^-| (item 0 is padding), computed once per `trained` mask: not a
+        [B, n_items] gather at every step."""
+        if getattr(self, "_n_unobserved_of", None) is not self.trained:
+            self._n_unobserved = (~self.trained[:, 1:]).sum(dim=1)
+            self._n_unobserved_of = self.trained
+        return self._n_unobserved
 
     def rows(self, step: Step) -> TeacherView:
         """Context models: the teacher's view of the batch's instances, from its scores on
