@@ -488,10 +488,13 @@ class Experts(nn.Module):
         order = torch.argsort(experts, stable=True)
         rows, experts = rows[order], experts[order]
         counts = torch.bincount(experts, minlength=z.shape[1]).tolist()
-        for m, (r, n) in enumerate(zip(rows.split(counts), counts, strict=True)):
+        # (unbound once: indexing a parameter per expert would give each its own
+        # parameter-sized gradient buffer in the backward pass)
+        weights = zip(self.w1.unbind(0), self.b1.unbind(0), self.w2.unbind(0), self.b2.unbind(0), strict=True)
+        for m, (r, n, (w1, b1, w2, b2)) in enumerate(zip(rows.split(counts), counts, weights, strict=True)):
             if n:
-                hidden = torch.relu(s[r] @ self.w1[m] + self.b1[m])
-                out = out.index_add(0, r, z[r, m : m + 1] * (hidden @ self.w2[m] + self.b2[m]))
+                hidden = torch.relu(s[r] @ w1 + b1)
+                out = out.index_add(0, r, z[r, m : m + 1] * (hidden @ w2 + b2))
         return out
 
     def forward(self, s: torch.Tensor, t: torch.Tensor, tau: float) -> torch.Tensor:
