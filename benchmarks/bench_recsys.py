@@ -13,10 +13,12 @@
    (τ = 1e-5, the selection one-hot in float: each row runs its own expert only).
 
 Ends with one JSON line, {"bench": "recsys", "hardware": ..., "ratios": {...}}, the
-ratios named model/method (e.g. "bpr/de-rrd": distiller epoch / plain epoch, and
-"bpr/harness-vs-recbole": harness epoch / RecBole Trainer epoch).
+ratios named model/method (e.g. "bpr/de-rrd": distiller epoch / plain epoch,
+"bpr/harness-vs-recbole": harness epoch / RecBole Trainer epoch, and part 3's
+"bpr/de-rrd/experts-tau1": optimised / unoptimised time of one piece).
 
-    python benchmarks/bench_recsys.py [--repeats 5] [--part all|recbole|distillers] [--models cdae,bpr]
+    python benchmarks/bench_recsys.py [--repeats 5] [--part all|recbole|distillers|components]
+                                      [--models cdae,bpr]
 """
 
 from __future__ import annotations
@@ -166,10 +168,59 @@ def bench_distillers(
     return out, best
 
 
+def stacked_experts(e, s, z):
+    """Σ_m z_m·E_m(s) as the official code computes it (every expert's output stacked)."""
+    hidden = torch.relu(torch.einsum("bd,mdh->bmh", s, e.w1) + e.b1)
+    return (z[:, :, None] * (torch.einsum("bmh,mht->bmt", hidden, e.w2) + e.b2)).sum(1)
+
+
+def bench_components(repeats: int) -> dict[str, float]:
+    """The optimised pieces against the unoptimised computation, side by side, at BPR's
+    sizes (≈ 900 unique users per batch of 2048, 30 experts 20 → 110 → 200, 1,683 items,
+    K = 50): DE's experts forward and backward, and CD-SG's sample of one step."""
+    from harness_recsys.distillers import Experts
+    from harness_recsys.teacher import algorithm1, algorithm1_by_scores, rank_unobserved
+
+    print("\n3. components, unoptimised vs optimised (BPR sizes)")
+    torch.manual_seed(0)
+    e = Experts(30, 20, 200)
+    t, s = torch.randn(900, 200) * 0.1, torch.randn(900, 20, requires_grad=True)
+    scores, trained = torch.randn(900, 1683), torch.rand(900, 1683) < 0.06
+
+    def experts(mix, tau):
+        return lambda: ((t - mix(s, e.gate(t, tau))) ** 2).sum().backward()
+
+    def sort_scan():
+        order, _, n = rank_unobserved(scores, trained)
+        algorithm1(order, n, 50)
+
+    fns = {
+        "experts stacked, tau 1": experts(lambda x, z: stacked_experts(e, x, z), 1.0),
+        "experts two matmuls, tau 1": experts(e.dense, 1.0),
+        "experts stacked, tau 1e-5": experts(lambda x, z: stacked_experts(e, x, z), 1e-5),
+        "experts selected only, tau 1e-5": experts(e.sparse, 1e-5),
+        "cd-sg sample, sort + scan": sort_scan,
+        "cd-sg sample, top-k scan": lambda: algorithm1_by_scores(scores, trained, 50),
+    }
+    times = interleaved(fns, repeats)
+    for k, v in times.items():
+        print(f"  {k:<34} median {statistics.median(v) * 1000:8.1f} ms  (min {min(v) * 1000:.1f})")
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "bpr/de-rrd/experts-tau1": round(
+            med["experts two matmuls, tau 1"] / med["experts stacked, tau 1"], 3
+        ),
+        "bpr/de-rrd/experts-tau1e-5": round(
+            med["experts selected only, tau 1e-5"] / med["experts stacked, tau 1e-5"], 3
+        ),
+        "bpr/cd-sg/sample": round(med["cd-sg sample, top-k scan"] / med["cd-sg sample, sort + scan"], 3),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--part", choices=("all", "recbole", "distillers"), default="all")
+    ap.add_argument("--part", choices=("all", "recbole", "distillers", "components"), default="all")
     ap.add_argument("--models", default="cdae,bpr", help="students of part 2 (comma-separated)")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -182,6 +233,8 @@ def main() -> None:
         medians, minima = bench_distillers(data, args.repeats, tuple(args.models.split(",")))
         ratios.update(medians)
         best.update(minima)
+    if args.part in ("all", "components"):
+        ratios.update(bench_components(max(args.repeats, 5)))
     # ratios: of medians; ratios_best: of each variant's fastest epoch (on a shared
     # machine, the epoch least disturbed by other load)
     line = {"bench": "recsys", "hardware": hardware(), "ratios": ratios, "ratios_best": best}
