@@ -346,3 +346,20 @@ def test_algorithm1_keeps_what_the_printed_scan_keeps(k, law, gamma, ranked):
         else:
             items, valid = algorithm1_by_scores(scores, trained.clone(), k, law, gamma)
         assert [row[ok].tolist() for row, ok in zip(items, valid, strict=True)] == want
+
+
+def test_uniform_draw_is_the_gumbel_draw_with_equal_weights():
+    """CD-Base's uniform sample (the k largest uniforms among the candidates) is the
+    sample the Gumbel-top-k draw with weights 1 on the candidates makes from the same
+    uniforms."""
+    from harness_recsys.teacher import draw, draw_uniform
+
+    torch.manual_seed(0)
+    candidates = torch.rand(50, 400) < torch.linspace(0.01, 0.9, 50)[:, None]  # some rows < k
+    for seed in range(3):
+        torch.manual_seed(seed)
+        want_items, want_valid = draw(candidates.float(), 20)
+        torch.manual_seed(seed)
+        items, valid = draw_uniform(candidates, 20)
+        assert torch.equal(valid, want_valid)
+        assert torch.equal(items[valid], want_items[want_valid])

@@ -69,6 +69,7 @@ from .teacher import (
     algorithm1,
     algorithm1_by_scores,
     draw,
+    draw_uniform,
     rank_unobserved,
     rank_weights,
     teacher_view,
@@ -122,9 +123,10 @@ def rank_sample(
     if how == "top":
         items = view.order[:, :kk]
         return items, first_k(items, view.rank.gather(1, items) > 0)
-    items, valid = draw(
-        rank_weights(view.rank, view.n_unobserved, "uniform" if how == "uniform" else law, gamma), kk
-    )
+    if how == "uniform":
+        items, valid = draw_uniform(view.rank > 0, kk)
+    else:
+        items, valid = draw(rank_weights(view.rank, view.n_unobserved, law, gamma), kk)
     valid = first_k(items, valid)  # (successive draws: the first k are a sample of k)
     rank = view.rank.gather(1, items).masked_fill(~valid, torch.iinfo(view.rank.dtype).max)
     order = rank.argsort(dim=1)  # then in the view's rank order

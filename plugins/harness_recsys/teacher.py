@@ -234,6 +234,16 @@ def draw(weights: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return items, weights.gather(1, items) > 0
 
 
+def draw_uniform(candidates: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`draw(candidates.float(), k)` without its logarithms: with equal weights the
+    Gumbel keys −log(−log u) order the candidates as u itself does, so the k largest
+    uniforms among each row's candidates are the same sample from the same draws."""
+    k = max(1, min(k, candidates.shape[1]))
+    u = torch.rand(candidates.shape, device=candidates.device).clamp_(min=1e-20)
+    items = u.masked_fill_(~candidates, -1.0).topk(k, dim=1).indices
+    return items, candidates.gather(1, items)
+
+
 def uniform_unobserved(trained: torch.Tensor, users: torch.Tensor, n: int) -> torch.Tensor:
     """[B, n] items drawn uniformly, with replacement, from the items each user has not
     trained on (`trained` [n_users, n_items], item 0 being padding), by rejection: a
