@@ -559,12 +559,12 @@ class DERRD(RankingDistiller):
         pos, _ = draw(w, int(hp["K"]))
         interesting = top.gather(1, pos.sort(dim=1).values)  # in teacher order
         interesting_valid = view.rank.gather(1, interesting) > 0
-        rest = (view.rank > n_max).float()
-        few = rest.sum(dim=1) < 1
+        rest = view.rank > n_max
+        few = ~rest.any(dim=1)
         if bool(few.any()):  # fewer unobserved items than N_max: the ones not drawn
-            fallback = (view.rank > 0).float().scatter(1, interesting, 0.0)
+            fallback = (view.rank > 0).scatter(1, interesting, False)
             rest = torch.where(few[:, None], fallback, rest)
-        return (interesting, interesting_valid, *draw(rest, int(hp["L"])))
+        return (interesting, interesting_valid, *draw_uniform(rest, int(hp["L"])))
 
     def tau(self, epoch: int, epochs: int) -> float:
         """The official T_annealing: from 1 at the first epoch to 1e-10 at the last,
