@@ -247,3 +247,119 @@ def test_caser_soft_targets_come_from_each_instances_own_context():
         for r in range(2):
             one = {k: v[r : r + 1] for k, v in batch.items()}
             assert torch.allclose(targets[r], teacher.score(one, items[r : r + 1])[0], atol=1e-5)
+
+
+# --------------------------------------------------------------------------- optimisations
+
+
+def experts_reference(e, s, z):
+    """Σ_m z_m·E_m(s) as the official code computes it: every expert's output stacked."""
+    hidden = torch.relu(torch.einsum("bd,mdh->bmh", s, e.w1) + e.b1)
+    out = torch.einsum("bmh,mht->bmt", hidden, e.w2) + e.b2
+    return (z[:, :, None] * out).sum(dim=1)
+
+
+@pytest.mark.parametrize("tau", [1.0, 1e-3, 1e-8])
+@pytest.mark.parametrize("path", ["dense", "sparse", "forward"])
+def test_de_experts_match_the_stacked_experts_in_value_and_gradient(tau, path):
+    """The two-matmul mixture and the selected-experts-only path give the stacked
+    computation's output and gradients (expert weights, selection network, student
+    representation) for a soft (τ = 1) and a saturated (one-hot) selection."""
+    from harness_recsys.distillers import Experts
+
+    torch.manual_seed(0)
+    e = Experts(6, 5, 12)
+    e.sparse_work = 0  # (so that forward takes the sparse path on this small case)
+    s = torch.randn(40, 5, requires_grad=True)
+    t = torch.randn(40, 12)
+    grads = []
+    for how in ("reference", path):
+        torch.manual_seed(1)  # the same Gumbel draws
+        if how == "forward":
+            out = e(s, t, tau)
+        else:
+            z = e.gate(t, tau)
+            out = experts_reference(e, s, z) if how == "reference" else getattr(e, how)(s, z)
+        loss = ((t - out) ** 2).sum()
+        params = [s, *e.parameters()]
+        grads.append([loss.detach(), *torch.autograd.grad(loss, params)])
+    if tau < 1e-6:  # one-hot in float: forward takes the sparse path
+        assert float((e.gate(t, tau) != 0).float().mean()) == pytest.approx(1 / 6)
+    for want, got in zip(*grads, strict=True):
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def algorithm1_loop(scores, trained, k, u, law, gamma):
+    """Algorithm 1 as printed, one row at a time, given the uniforms of each scan
+    position: scan the unobserved items in descending score; position i is kept when
+    i < ⌊u·n⌋ + 1 (a uniform j on 1..n), or when u < exp(−γ·i/n); stop at K kept."""
+    out = []
+    for r in range(len(scores)):
+        cand = [i for i in range(1, scores.shape[1]) if not trained[r, i]]
+        cand.sort(key=lambda i: -float(scores[r, i]))
+        n, kr, kept = len(cand), int(k if isinstance(k, int) else k[r]), []
+        for pos, item in enumerate(cand, start=1):
+            if pos > u.shape[1]:  # (not enough uniforms: the caller draws more)
+                return None
+            x = float(u[r, pos - 1])
+            if (pos < int(x * n) + 1) if law == "linear" else (x < math.exp(-gamma * pos / n)):
+                kept.append(item)
+            if len(kept) == kr:
+                break
+        out.append(kept)
+    return out
+
+
+@pytest.mark.parametrize(
+    "k, law, gamma",
+    [
+        (5, "linear", 1.0),  # the scan stops early: only the top 2K + 64 are ranked
+        (torch.arange(40) % 20 + 1, "linear", 1.0),  # K per row
+        (5, "exponential", 40.0),  # few acceptances: rows fall back to the full ranking
+        (150, "linear", 1.0),  # K near |I_u^-|/2: the full ranking
+    ],
+)
+@pytest.mark.parametrize("ranked", [True, False])
+def test_algorithm1_keeps_what_the_printed_scan_keeps(k, law, gamma, ranked):
+    """Given the same uniforms (the first 2K + 64 positions' drawn first, then, if a
+    row needs them, the rest's), the scan on a ranking (`algorithm1`) and on scores
+    (`algorithm1_by_scores`, a top-k) keep the items the printed loop keeps, in rank
+    order."""
+    from harness_recsys.teacher import algorithm1_by_scores, rank_unobserved
+
+    torch.manual_seed(0)
+    scores = torch.randn(40, 300)
+    trained = torch.rand(40, 300) < torch.linspace(0.05, 0.9, 40)[:, None]  # |I_u^-| 30 to 285
+    order, _, n = rank_unobserved(scores, trained)
+    width = int(n.max())
+    short = min(width, 2 * int(k if isinstance(k, int) else k.max()) + 64)
+    for seed in range(3):
+        torch.manual_seed(seed)
+        u = torch.rand(40, short)
+        want = algorithm1_loop(scores, trained, k, u, law, gamma)
+        if want is None:  # a row's scan went on past the first 2K + 64 positions
+            u = torch.cat([u, torch.rand(40, width - short)], dim=1)
+            want = algorithm1_loop(scores, trained, k, u, law, gamma)
+        torch.manual_seed(seed)
+        if ranked:
+            items, valid = algorithm1(order, n, k, law, gamma)
+        else:
+            items, valid = algorithm1_by_scores(scores, trained.clone(), k, law, gamma)
+        assert [row[ok].tolist() for row, ok in zip(items, valid, strict=True)] == want
+
+
+def test_uniform_draw_is_the_gumbel_draw_with_equal_weights():
+    """CD-Base's uniform sample (the k largest uniforms among the candidates) is the
+    sample the Gumbel-top-k draw with weights 1 on the candidates makes from the same
+    uniforms."""
+    from harness_recsys.teacher import draw, draw_uniform
+
+    torch.manual_seed(0)
+    candidates = torch.rand(50, 400) < torch.linspace(0.01, 0.9, 50)[:, None]  # some rows < k
+    for seed in range(3):
+        torch.manual_seed(seed)
+        want_items, want_valid = draw(candidates.float(), 20)
+        torch.manual_seed(seed)
+        items, valid = draw_uniform(candidates, 20)
+        assert torch.equal(valid, want_valid)
+        assert torch.equal(items[valid], want_items[want_valid])

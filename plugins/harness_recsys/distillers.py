@@ -67,7 +67,9 @@ from harness.errors import CellError, UsageError
 from .teacher import (
     TeacherView,
     algorithm1,
+    algorithm1_by_scores,
     draw,
+    draw_uniform,
     rank_unobserved,
     rank_weights,
     teacher_view,
@@ -121,9 +123,10 @@ def rank_sample(
     if how == "top":
         items = view.order[:, :kk]
         return items, first_k(items, view.rank.gather(1, items) > 0)
-    items, valid = draw(
-        rank_weights(view.rank, view.n_unobserved, "uniform" if how == "uniform" else law, gamma), kk
-    )
+    if how == "uniform":
+        items, valid = draw_uniform(view.rank > 0, kk)
+    else:
+        items, valid = draw(rank_weights(view.rank, view.n_unobserved, law, gamma), kk)
     valid = first_k(items, valid)  # (successive draws: the first k are a sample of k)
     rank = view.rank.gather(1, items).masked_fill(~valid, torch.iinfo(view.rank.dtype).max)
     order = rank.argsort(dim=1)  # then in the view's rank order
@@ -159,6 +162,15 @@ class RankingDistiller(Distiller):
 
     def extra_setup(self, teacher, student, data) -> list[nn.Parameter]:
         return []
+
+    @property
+    def n_unobserved(self) -> torch.Tensor:
+        """[n_users] |I_u^-| (item 0 is padding), computed once per `trained` mask: not a
+        [B, n_items] gather at every step."""
+        if getattr(self, "_n_unobserved_of", None) is not self.trained:
+            self._n_unobserved = (~self.trained[:, 1:]).sum(dim=1)
+            self._n_unobserved_of = self.trained
+        return self._n_unobserved
 
     def rows(self, step: Step) -> TeacherView:
         """Context models: the teacher's view of the batch's instances, from its scores on
@@ -218,7 +230,7 @@ class RankingDistiller(Distiller):
             if view is None and not self.per_user:
                 view = self.rows(step)
             rank = self.teacher_rank(step, items, view).float()
-            n = self.trained.shape[1] - 1 - self.trained.index_select(0, step.batch["user"]).sum(1)
+            n = self.n_unobserved.index_select(0, step.batch["user"])
             pct = 100.0 * rank / n.clamp(min=1)[:, None].float()
             v = valid.float()
             step.log_stats(
@@ -346,8 +358,8 @@ class CD(RankingDistiller):
         ratio = self.hparams["sample_ratio"]
         if ratio <= 0:
             return torch.full_like(users, int(self.hparams["sample_size"]))
-        n_pos = self.trained.index_select(0, users).sum(dim=1)
-        base = n_pos if self.hparams["ratio_of"] == "observed" else self.trained.shape[1] - 1 - n_pos
+        n_unobs = self.n_unobserved.index_select(0, users)
+        base = self.trained.shape[1] - 1 - n_unobs if self.hparams["ratio_of"] == "observed" else n_unobs
         return torch.ceil(ratio * base.float()).long().clamp(min=1)
 
     def sample(self, step: Step) -> tuple[torch.Tensor, torch.Tensor, TeacherView | None]:
@@ -374,10 +386,14 @@ class CD(RankingDistiller):
                 scores = step.student(batch).float()
         finally:
             step.student.train(was)
-        order, rank, n = rank_unobserved(scores, self.trained.index_select(0, batch["user"]))
-        view = TeacherView(scores, order, rank, n)
+        trained = self.trained.index_select(0, batch["user"])
         k = self.sample_sizes(batch["user"]) if hp["sample_ratio"] > 0 else int(hp["sample_size"])
-        items, valid = rank_sample(view, hp["sampler"], k, hp["law"], hp["gamma"])
+        if hp["sampler"] == "algorithm1":  # (ranks only as far as the scan goes)
+            n = self.n_unobserved.index_select(0, batch["user"])
+            items, valid = algorithm1_by_scores(scores, trained, k, hp["law"], hp["gamma"], n)
+        else:
+            view = TeacherView(scores, *rank_unobserved(scores, trained))
+            items, valid = rank_sample(view, hp["sampler"], k, hp["law"], hp["gamma"])
         if inverse is None:
             return items, valid
         return items.index_select(0, inverse), valid.index_select(0, inverse)
@@ -421,7 +437,23 @@ class CDSG(CD):
 
 
 class Experts(nn.Module):
-    """M experts d_s → h → d_t (ReLU), evaluated together, and the selection network."""
+    """M experts d_s → h → d_t (ReLU), evaluated together, and the selection network.
+
+    The mixture Σ_m z_m·E_m(s) is computed without the [B, M, d_t] stack of every
+    expert's output (the official code builds it, one Linear per expert): the hidden
+    layers of all experts are one matmul s·[W1_1 … W1_M] → [B, M·h], and the second
+    layers with the mixture are one more, (z ⊗ hidden)·[W2_1; …; W2_M] + z·b2, which
+    is Σ_m z_m (W2_m·hidden_m + b2_m) term for term. When the annealed temperature has
+    made most weights exactly 0 (z one-hot in float), only the experts a row selected
+    are run on it (`sparse`): an expert with z_m = 0 adds exactly 0 to the output and
+    to every gradient (softmax's Jacobian z_m(δ − z) vanishes with z_m), so the result
+    is the same up to the order of float additions."""
+
+    #: run only the selected experts when at most this share of the weights is non-zero
+    #: and the dense second layer would cost at least `sparse_work` multiply-adds (below
+    #: that, the per-expert loop's 30 small products cost more than one large one)
+    sparse_share: ClassVar[float] = 0.25
+    sparse_work: ClassVar[float] = 1e8
 
     def __init__(self, m: int, d_s: int, d_t: int) -> None:
         super().__init__()
@@ -436,15 +468,44 @@ class Experts(nn.Module):
             nn.init.uniform_(b, -bound, bound)
         self.select = nn.Linear(d_t, m)
 
-    def forward(self, s: torch.Tensor, t: torch.Tensor, tau: float) -> torch.Tensor:
-        """Σ_m z_m·E_m(s), z the Gumbel-softmax of the selection over experts."""
-        hidden = torch.relu(torch.einsum("bd,mdh->bmh", s, self.w1) + self.b1)
-        out = torch.einsum("bmh,mht->bmt", hidden, self.w2) + self.b2  # [B, M, d_t]
+    def gate(self, t: torch.Tensor, tau: float) -> torch.Tensor:
+        """z [B, M], the Gumbel-softmax of the selection network's α at temperature τ."""
         alpha = torch.softmax(self.select(t), dim=1)
         u = torch.rand_like(alpha)
         gumbel = -torch.log(-torch.log(u + 1e-10) + 1e-10)
-        z = torch.softmax((torch.log(alpha + 1e-10) + gumbel) / tau, dim=1)
-        return (z[:, :, None] * out).sum(dim=1)
+        return torch.softmax((torch.log(alpha + 1e-10) + gumbel) / tau, dim=1)
+
+    def dense(self, s: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Σ_m z_m·E_m(s) over every expert, as two matmuls."""
+        m, d_s, h = self.w1.shape
+        w1 = self.w1.permute(1, 0, 2).reshape(d_s, m * h)
+        hidden = torch.relu(s @ w1 + self.b1.reshape(-1)).view(-1, m, h)
+        mixed = (z[:, :, None] * hidden).reshape(-1, m * h)
+        return mixed @ self.w2.reshape(m * h, -1) + z @ self.b2
+
+    def sparse(self, s: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Σ_m z_m·E_m(s) with each expert run only on the rows that weight it."""
+        out = s.new_zeros(len(s), self.w2.shape[2])
+        rows, experts = torch.nonzero(z, as_tuple=True)
+        order = torch.argsort(experts, stable=True)
+        rows, experts = rows[order], experts[order]
+        counts = torch.bincount(experts, minlength=z.shape[1]).tolist()
+        # (unbound once: indexing a parameter per expert would give each its own
+        # parameter-sized gradient buffer in the backward pass)
+        weights = zip(self.w1.unbind(0), self.b1.unbind(0), self.w2.unbind(0), self.b2.unbind(0), strict=True)
+        for m, (r, n, (w1, b1, w2, b2)) in enumerate(zip(rows.split(counts), counts, weights, strict=True)):
+            if n:
+                hidden = torch.relu(s[r] @ w1 + b1)
+                out = out.index_add(0, r, z[r, m : m + 1] * (hidden @ w2 + b2))
+        return out
+
+    def forward(self, s: torch.Tensor, t: torch.Tensor, tau: float) -> torch.Tensor:
+        """Σ_m z_m·E_m(s), z the Gumbel-softmax of the selection over experts."""
+        z = self.gate(t, tau)
+        work = len(s) * self.w2.numel()
+        if work >= self.sparse_work and float((z != 0).float().mean()) <= self.sparse_share:
+            return self.sparse(s, z)
+        return self.dense(s, z)
 
 
 class DERRD(RankingDistiller):
@@ -498,12 +559,12 @@ class DERRD(RankingDistiller):
         pos, _ = draw(w, int(hp["K"]))
         interesting = top.gather(1, pos.sort(dim=1).values)  # in teacher order
         interesting_valid = view.rank.gather(1, interesting) > 0
-        rest = (view.rank > n_max).float()
-        few = rest.sum(dim=1) < 1
+        rest = view.rank > n_max
+        few = ~rest.any(dim=1)
         if bool(few.any()):  # fewer unobserved items than N_max: the ones not drawn
-            fallback = (view.rank > 0).float().scatter(1, interesting, 0.0)
+            fallback = (view.rank > 0).scatter(1, interesting, False)
             rest = torch.where(few[:, None], fallback, rest)
-        return (interesting, interesting_valid, *draw(rest, int(hp["L"])))
+        return (interesting, interesting_valid, *draw_uniform(rest, int(hp["L"])))
 
     def tau(self, epoch: int, epochs: int) -> float:
         """The official T_annealing: from 1 at the first epoch to 1e-10 at the last,

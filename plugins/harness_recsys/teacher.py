@@ -22,13 +22,15 @@ Distillation for Top-N Recommendation", ICDM 2019, Section III-C), with
   weighted     eq. (9)/(10) read as a sampling distribution: K items drawn without
                replacement with p_i ∝ 1 − π(i) (or exp(−γ·π(i))). This is the law of
                one acceptance, not of Algorithm 1's sample; kept as an option.
-The scan's random draws are made for every position at once (one uniform integer per
-item), and the first K acceptances kept: the same law as the loop, without a Python loop.
+The scan's random draws are made for every position at once (one uniform per position),
+and the first K acceptances kept: the same law as the loop, without a Python loop; only
+as many positions are ranked and drawn as the scan needs (`scan`).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -130,6 +132,51 @@ def first_accepted(
     return order.gather(1, first), valid
 
 
+def scan_accepts(u: torch.Tensor, n: torch.Tensor, law: str = "linear", gamma: float = 1.0) -> torch.Tensor:
+    """Algorithm 1's acceptances [B, w] at scan positions 1..w from uniforms `u` [B, w]:
+    linear, line 4 as printed (j uniform on 1..n, keep position i when i < j);
+    exponential, keep i with probability exp(−γ·i/n). Positions beyond the row's n
+    unobserved items are never kept."""
+    rank = torch.arange(1, u.shape[1] + 1, device=u.device).expand_as(u)
+    if law == "linear":
+        accept = rank < (u * n).long() + 1
+    elif law == "exponential":
+        accept = u < torch.exp(-gamma * rank.float() / n.clamp(min=1).float())
+    else:
+        raise ValueError(f"unknown sampling law {law!r}")
+    return accept & (rank <= n)
+
+
+def scan(
+    head: Callable[[int], torch.Tensor],
+    full: Callable[[int], torch.Tensor],
+    n: torch.Tensor,
+    width: int,
+    k: torch.Tensor | int,
+    law: str,
+    gamma: float,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Algorithm 1's scan over each row's n[row] unobserved items (n [B, 1]; W = width
+    positions at most), given
+    `head(w)`, the rows' first w items in rank order, and `full(W)`, all W of them.
+    For K small against |I_u^-| the scan ends after about K/(1 − K/(2N)) positions:
+    only the first 2K + 64 positions are ranked and their uniforms drawn ([B, 2K + 64]);
+    if a row has not kept K items by then, the uniforms of the positions beyond are
+    drawn ([B, W − 2K − 64]) and the whole ranking scanned. Same law as one uniform
+    per position of the whole ranking (the uniforms are independent)."""
+    rows, device = n.shape[0], n.device
+    short = min(width, 2 * (k if isinstance(k, int) else int(k.max())) + 64)
+    u = torch.rand((rows, short), device=device, generator=generator)
+    if short < width:
+        accept = scan_accepts(u, n, law, gamma)
+        k_col = k if isinstance(k, int) else k.reshape(-1, 1).to(device)
+        if bool(((accept.sum(dim=1, keepdim=True) >= k_col) | (n <= short)).all()):
+            return first_accepted(accept, head(short), k)
+        u = torch.cat([u, torch.rand((rows, width - short), device=device, generator=generator)], dim=1)
+    return first_accepted(scan_accepts(u, n, law, gamma), full(width), k)
+
+
 def algorithm1(
     order: torch.Tensor,
     n_unobserved: torch.Tensor,
@@ -145,19 +192,32 @@ def algorithm1(
     [B]). Returns items [B, w] in rank order and valid [B, w]."""
     n = n_unobserved.reshape(-1, 1).to(order.device)
     width = int(min(order.shape[1], max(1, int(n.max()))))
-    order = order[:, :width]
-    rank = torch.arange(1, width + 1, device=order.device).expand(order.shape[0], -1)
-    if law == "linear":  # line 4: j uniform on 1..n, keep i when rank(i) < rank(j)
-        u = torch.rand(order.shape, device=order.device, generator=generator)
-        j = (u * n).long() + 1
-        accept = rank < j
-    elif law == "exponential":  # line 4 changed: keep i with probability exp(-γ·π(i))
-        u = torch.rand(order.shape, device=order.device, generator=generator)
-        accept = u < torch.exp(-gamma * rank.float() / n.clamp(min=1).float())
-    else:
-        raise ValueError(f"unknown sampling law {law!r}")
-    accept = accept & (rank <= n)
-    return first_accepted(accept, order, k)
+    return scan(lambda w: order[:, :w], lambda w: order[:, :w], n, width, k, law, gamma, generator)
+
+
+def algorithm1_by_scores(
+    scores: torch.Tensor,
+    trained: torch.Tensor,
+    k: torch.Tensor | int,
+    law: str = "linear",
+    gamma: float = 1.0,
+    n_unobserved: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`algorithm1` on the ranking by `scores` [B, N] of each row's unobserved items
+    (`trained` [B, N]; item 0 is padding; `n_unobserved` [B] their counts, if known),
+    without sorting whole rows when the scan stops early: one top-k of the first
+    2K + 64 (`scan`). Scores tied exactly may come in another order than the stable
+    sort's (a top-k does not break ties by item id)."""
+    masked = scores.masked_fill(trained, float("-inf"))
+    masked[:, 0] = float("-inf")
+    n = (~trained[:, 1:]).sum(dim=1) if n_unobserved is None else n_unobserved
+    n = n.reshape(-1, 1).to(scores.device)
+
+    def full(w: int) -> torch.Tensor:
+        return masked.argsort(dim=1, descending=True, stable=True)[:, :w]
+
+    width = int(min(scores.shape[1], max(1, int(n.max()))))
+    return scan(lambda w: masked.topk(w, dim=1).indices, full, n, width, k, law, gamma)
 
 
 def draw(weights: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -172,6 +232,16 @@ def draw(weights: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     keys = torch.log(weights.float()) - torch.log(-torch.log(u))
     items = keys.topk(k, dim=1).indices
     return items, weights.gather(1, items) > 0
+
+
+def draw_uniform(candidates: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`draw(candidates.float(), k)` without its logarithms: with equal weights the
+    Gumbel keys −log(−log u) order the candidates as u itself does, so the k largest
+    uniforms among each row's candidates are the same sample from the same draws."""
+    k = max(1, min(k, candidates.shape[1]))
+    u = torch.rand(candidates.shape, device=candidates.device).clamp_(min=1e-20)
+    items = u.masked_fill_(~candidates, -1.0).topk(k, dim=1).indices
+    return items, candidates.gather(1, items)
 
 
 def uniform_unobserved(trained: torch.Tensor, users: torch.Tensor, n: int) -> torch.Tensor:
