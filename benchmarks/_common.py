@@ -59,9 +59,12 @@ def hardware() -> str:
     return f"{cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
-def emit(bench: str, ratios: dict[str, float]) -> None:
+def emit(bench: str, ratios: dict[str, float], **more: dict[str, float]) -> None:
     """Every benchmark's last line: one JSON object, {"bench": NAME, "hardware": ...,
     "ratios": {NAME: VALUE, ...}}, so figures can be tracked over time
-    (benchmarks/README.md keeps the latest)."""
-    out = {k: round(float(v), 4) for k, v in ratios.items()}
-    print(json.dumps({"bench": bench, "hardware": hardware(), "ratios": out}))
+    (benchmarks/README.md keeps the latest); `more` adds other maps of ratios beside."""
+    line = {"bench": bench, "hardware": hardware(), "ratios": ratios, **more}
+    rounded = {
+        k: {n: round(float(v), 4) for n, v in m.items()} for k, m in line.items() if isinstance(m, dict)
+    }
+    print(json.dumps({**line, **rounded}))

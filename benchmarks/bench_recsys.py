@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import json
 import statistics
 import sys
 import tempfile
@@ -35,7 +34,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import hardware, interleaved, summary, train_cfg  # noqa: E402
+from _common import emit, interleaved, summary, train_cfg  # noqa: E402
 from harness.plugins import get_registry  # noqa: E402
 from harness.runner import seed_everything, train_model  # noqa: E402
 from harness.tasks import get_task  # noqa: E402
@@ -243,8 +242,7 @@ def main() -> None:
         ratios.update(bench_components(max(args.repeats, 5)))
     # ratios: of medians; ratios_best: of each variant's fastest epoch (on a shared
     # machine, the epoch least disturbed by other load)
-    line = {"bench": "recsys", "hardware": hardware(), "ratios": ratios, "ratios_best": best}
-    print(json.dumps(line))
+    emit("recsys", ratios, ratios_best=best)
 
 
 if __name__ == "__main__":
