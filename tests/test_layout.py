@@ -85,8 +85,8 @@ def test_gitignore_covers_run_output():
 
 
 WRITTEN = ["harness", "plugins", "docs", "grids", "README.md", "leaderboards/README.md"]
-#: a private index of papers ("seed 000") or a path outside the repository
-UNNAMED = re.compile(r"seed 00\d|\.\./shared", re.I)
+#: a private index of papers ("seed 000", "the seed paper") or a path outside the repository
+UNNAMED = re.compile(r"seed 00\d|the seed (paper|code)|\.\./shared", re.I)
 
 
 def test_papers_are_named_not_numbered_and_no_doc_points_outside_the_repository():

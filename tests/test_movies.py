@@ -53,7 +53,7 @@ def test_each_feature_group_splits_by_year(group):
     # the target is standardised on the training split only
     assert abs(float(b.train["y"].mean())) < 1e-4
     assert float(b.train["y"].std(unbiased=False)) == pytest.approx(1.0, abs=1e-3)
-    assert "not the seed paper's" in b.note
+    assert "not the IMDB-5000/TMDB-5000 file of Bharadhwaj et al." in b.note
 
 
 def test_groups_join_and_differ():
@@ -137,7 +137,7 @@ def test_reads_the_papers_imdb5000_and_tmdb_csvs(tmp_path):
     b = load(source="imdb5000", path=str(tmp_path / "movie_metadata.csv"), features="numerical")
     # the paper's protocol: train 2000-2012, validate 2013, test after 2013
     assert len(b.test) == sum(1 for i in range(60) if 2000 + i % 17 >= 2014)
-    assert "IMDB-5000" in b.note and "not the seed paper's" not in b.note
+    assert "IMDB-5000" in b.note and "not the IMDB-5000/TMDB-5000 file" not in b.note
     merged = load(
         source="imdb5000",
         path=str(tmp_path / "movie_metadata.csv"),

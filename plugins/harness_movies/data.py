@@ -445,8 +445,8 @@ class ImdbMovies(Dataset):
         )
         if p["source"] == "vega":
             note += (
-                "; not the seed paper's IMDB-5000/TMDB-5000 file, so figures are not "
-                "comparable with its Table 4"
+                "; not the IMDB-5000/TMDB-5000 file of Bharadhwaj et al. (2024), so "
+                "figures are not comparable with their Table 4"
             )
         return DataBundle(
             task="rating",

@@ -41,7 +41,8 @@ FILE_MD5 = {
     "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
     "meta": "7973b15100ade9c7d40fb424638fde48",
 }
-#: Per-channel mean and std of the CIFAR-100 training images (the seed code's values).
+#: Per-channel mean and std of the CIFAR-100 training images (the values
+#: commonly used in CIFAR-100 training code).
 MEAN = (0.5071, 0.4867, 0.4408)
 STD = (0.2675, 0.2565, 0.2761)
 
