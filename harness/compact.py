@@ -33,6 +33,7 @@ from .leaderboard import (
     fmt_energy,
     noisy,
 )
+from .record import Record
 from .tasks import TASK_OBJECTS
 
 #: the most metric columns a compact table shows (the primary first)
@@ -125,9 +126,9 @@ def _bold(cell: str) -> str:
     return f"**{cell}**" if cell and cell not in ("—", "baseline") else cell
 
 
-def _family_key(rs: list[dict[str, Any]]) -> tuple[int, int, str, str]:
+def _family_key(rs: list[Record]) -> tuple[int, int, str, str]:
     r = rs[0]
-    return (0 if _is_plain(rs) else 1, 0 if r["distiller"] == "none" else 1, r["distiller"], r["method"])
+    return (0 if _is_plain(rs) else 1, 0 if r.distiller == "none" else 1, r.distiller, r.method)
 
 
 def short_labels(methods: list[str]) -> dict[str, str]:
@@ -179,7 +180,7 @@ def short_labels(methods: list[str]) -> dict[str, str]:
 def pair_tables(
     dataset: str,
     task: str,
-    rows_by: dict[tuple[str, str, str], list[dict[str, Any]]],
+    rows_by: dict[tuple[str, str, str], list[Record]],
     teacher_runs: dict[str, list[dict[str, Any]]],
     sg: dict[str, Any],
     names: list[str],
@@ -207,7 +208,7 @@ def pair_tables(
     ]
     pairs: dict[tuple[str, str], dict[str, list[tuple[str, str, str]]]] = {}
     for key, rs in rows_by.items():
-        fams = {r["pruner"] for r in rs}
+        fams = {r.pruner for r in rs}
         fam = "none" if _is_plain(rs) else sorted(fams)[0]
         pairs.setdefault((key[0], key[1]), {}).setdefault(fam, []).append(key)
     out = []
@@ -243,22 +244,22 @@ def pair_tables(
     return out
 
 
-def _pruner_label(rows_by: dict[tuple[str, str, str], list[dict[str, Any]]], keys: list) -> str:
+def _pruner_label(rows_by: dict[tuple[str, str, str], list[Record]], keys: list) -> str:
     """The pruner's label as the methods show it: the pruned-only row's method."""
     for k in keys:
         rs = rows_by[k]
-        if rs[0]["pruner"] != "none" and rs[0]["distiller"] == "none":
-            return rs[0]["method"]
+        if rs[0].pruner != "none" and rs[0].distiller == "none":
+            return rs[0].method
     for k in keys:  # (no pruned-only row: the pruner's registered name)
-        if rows_by[k][0]["pruner"] != "none":
-            return rows_by[k][0]["pruner"]
+        if rows_by[k][0].pruner != "none":
+            return rows_by[k][0].pruner
     return keys[0][2]
 
 
 def _fill(
     pt: PairTable,
     keys: list[tuple[str, str, str]],
-    rows_by: dict[tuple[str, str, str], list[dict[str, Any]]],
+    rows_by: dict[tuple[str, str, str], list[Record]],
     ts: list[dict[str, Any]],
     cells: dict[Any, list[str]],
     verdicts: dict[Any, Any],
@@ -270,11 +271,11 @@ def _fill(
     table: list[list[str]] = []
     plain_means: dict[str, float | None] = {}
     for key in keys:
-        rs = sorted(rows_by[key], key=lambda r: r["seed"])
+        rs = sorted(rows_by[key], key=lambda r: r.seed)
         if _is_plain(rs):
-            plain_means = {n: _mean(r["metrics"]["test"].get(n) for r in rs) for n in cols}
+            plain_means = {n: _mean(r.metrics["test"].get(n) for r in rs) for n in cols}
     for key in keys:
-        rs = sorted(rows_by[key], key=lambda r: r["seed"])
+        rs = sorted(rows_by[key], key=lambda r: r.seed)
         row, cells_of_row = _student_row(pt, key, rs, plain_means, cells, verdicts, cols)
         raw.append(row)
         table.append(cells_of_row)
@@ -288,7 +289,7 @@ def _fill(
 def _student_row(
     pt: PairTable,
     key: tuple[str, str, str],
-    rs: list[dict[str, Any]],
+    rs: list[Record],
     plain_means: dict[str, float | None],
     cells: dict[Any, list[str]],
     verdicts: dict[Any, Any],
@@ -297,47 +298,47 @@ def _student_row(
     """One student row (its seeds `rs`): the numbers bold is decided on and the row's
     text; its point and curve are added to `pt`."""
     plain = _is_plain(rs)
-    size = [r["size"] for r in rs]
+    size = [r.size for r in rs]
     v = verdicts.get(key)
     if plain:
         delta_cell, delta = "baseline", None
     elif v is not None:
         delta_cell, delta = cells[key][0], v[0].delta
     else:  # no per-example outcomes stored: the difference of the seeds' means
-        mine = _mean(r["metrics"]["test"].get(pt.primary) for r in rs)
+        mine = _mean(r.metrics["test"].get(pt.primary) for r in rs)
         base = plain_means.get(pt.primary)
         delta = None if mine is None or base is None else mine - base
         delta_cell = "—" if delta is None else f"{delta:+.3g}†"
     params = _mean(s["params"] for s in size) or 0.0
     pct = _mean(s.get("pct_of_teacher") for s in size)
     row = {
-        "metrics": [_mean(r["metrics"]["test"].get(n) for r in rs) for n in cols],
+        "metrics": [_mean(r.metrics["test"].get(n) for r in rs) for n in cols],
         "delta": delta,
         "params": params,
         "flops": _mean(s.get("flops") for s in size),
-        "train_j": _mean(r["energy"].get("train_j") for r in rs),
-        "infer_j": _mean(r["energy"].get("inference_j_per_1k") for r in rs),
+        "train_j": _mean(r.energy.get("train_j") for r in rs),
+        "infer_j": _mean(r.energy.get("inference_j_per_1k") for r in rs),
     }
     # a figure marked as noise is never the best of its column
-    row["train_noisy"] = noisy(r["energy"].get("train_j") for r in rs)
-    row["infer_noisy"] = noisy(r["energy"].get("inference_j_per_1k") for r in rs)
+    row["train_noisy"] = noisy(r.energy.get("train_j") for r in rs)
+    row["infer_noisy"] = noisy(r.energy.get("inference_j_per_1k") for r in rs)
     text = [
         key[2],
-        *[_fmt([r["metrics"]["test"].get(n) for r in rs]) for n in cols],
+        *[_fmt([r.metrics["test"].get(n) for r in rs]) for n in cols],
         delta_cell,
         f"{_int(params)} ({pct:.3g}%)" if pct is not None else _int(params),
         _int(row["flops"]),
-        fmt_energy([r["energy"].get("train_j") for r in rs]),
-        fmt_energy([r["energy"].get("inference_j_per_1k") for r in rs]),
+        fmt_energy([r.energy.get("train_j") for r in rs]),
+        fmt_energy([r.energy.get("inference_j_per_1k") for r in rs]),
     ]
     pt.points.append(
         Point(
             label=key[2],
             y=row["metrics"][0] if row["metrics"][0] is not None else math.nan,
-            y_std=_std(r["metrics"]["test"].get(pt.primary) for r in rs),
+            y_std=_std(r.metrics["test"].get(pt.primary) for r in rs),
             params=params,
             train_j=row["train_j"],
-            train_j_std=_std(r["energy"].get("train_j") for r in rs),
+            train_j_std=_std(r.energy.get("train_j") for r in rs),
             plain=plain,
         )
     )
@@ -407,15 +408,15 @@ def _teacher_row(
         )
 
 
-def _curve(label: str, rs: list[dict[str, Any]], primary: str) -> Curve | None:
-    with_levels = [r for r in rs if r.get("levels")]
+def _curve(label: str, rs: list[Record], primary: str) -> Curve | None:
+    with_levels = [r for r in rs if r.levels]
     if not with_levels:
         return None
-    n = min(len(r["levels"]) for r in with_levels)
+    n = min(len(r.levels) for r in with_levels)
     pct, y, y_std = [], [], []
     for i in range(n):
-        lv = [r["levels"][i] for r in with_levels]
-        base = [r["levels"][0].get("nonzero_params") or r["levels"][0]["params"] for r in with_levels]
+        lv = [r.levels[i] for r in with_levels]
+        base = [r.levels[0].get("nonzero_params") or r.levels[0]["params"] for r in with_levels]
         pct.append(
             100
             * statistics.fmean(
@@ -424,7 +425,7 @@ def _curve(label: str, rs: list[dict[str, Any]], primary: str) -> Curve | None:
         )
         y.append(_mean(v["val"].get(primary) for v in lv) or math.nan)
         y_std.append(_std(v["val"].get(primary) for v in lv))
-    winners = [next((i for i, v in enumerate(r["levels"][:n]) if v.get("winner")), None) for r in with_levels]
+    winners = [next((i for i, v in enumerate(r.levels[:n]) if v.get("winner")), None) for r in with_levels]
     winners = [w for w in winners if w is not None]
     chosen = statistics.mode(winners) if winners else None
     return Curve(label=label, pct=pct, y=y, y_std=y_std, chosen=chosen)
@@ -433,7 +434,7 @@ def _curve(label: str, rs: list[dict[str, Any]], primary: str) -> Curve | None:
 def _best(
     pt: PairTable,
     keys: list[tuple[str, str, str]],
-    rows_by: dict[tuple[str, str, str], list[dict[str, Any]]],
+    rows_by: dict[tuple[str, str, str], list[Record]],
     raw: list[dict[str, Any]],
     table: list[list[str]],
     verdicts: dict[Any, Any],

@@ -30,6 +30,7 @@ from tabulate import tabulate
 from . import stats as sig
 from .envinfo import hardware_line
 from .memory import SAMPLE_S
+from .record import Record
 from .tasks import TASK_OBJECTS
 
 if TYPE_CHECKING:
@@ -129,21 +130,21 @@ def _sparse_kib(sizes: list[dict[str, Any]]) -> str:
     return f"{statistics.fmean(values) / 1024:.1f}"
 
 
-def levels_section(ok: list[dict[str, Any]], primary: str) -> list[str]:
+def levels_section(ok: list[Record], primary: str) -> list[str]:
     """The error/size curve of every pruned row: its levels, averaged over seeds."""
-    by: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    by: dict[tuple[str, str], list[Record]] = defaultdict(list)
     for r in ok:
-        if r.get("levels"):
-            by[(r["method"], r["student"])].append(r)
+        if r.levels:
+            by[(r.method, r.student)].append(r)
     if not by:
         return []
     name = METRIC_NAMES.get(primary, primary)
     out = ["", "## Pruning levels (validation error against deployed size)", ""]
     for (method, student), rs in sorted(by.items()):
-        n = min(len(r["levels"]) for r in rs)
+        n = min(len(r.levels) for r in rs)
         rows = []
         for i in range(n):
-            lv = [r["levels"][i] for r in rs]
+            lv = [r.levels[i] for r in rs]
             rows.append(
                 [
                     i,
@@ -181,7 +182,7 @@ def levels_section(ok: list[dict[str, Any]], primary: str) -> list[str]:
 INACTIVE_RATIO = 0.01
 
 
-def diagnostics_section(ok: list[dict[str, Any]]) -> list[str]:
+def diagnostics_section(ok: list[Record]) -> list[str]:
     """What each distiller did, from the terms and stats it logged (`Step.log_terms`,
     `Step.log_stats`), averaged over seeds: the ratio of its distillation terms to the
     task term in the first and the last epoch, and for sampling distillers the mean
@@ -189,8 +190,8 @@ def diagnostics_section(ok: list[dict[str, Any]]) -> list[str]:
     (0 = the teacher's top, 50 = a uniform draw). A ratio under 1% is flagged."""
     by: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in ok:
-        if r.get("diagnostics"):
-            by[(r["method"], r["student"])].append(r["diagnostics"])
+        if r.diagnostics:
+            by[(r.method, r.student)].append(r.diagnostics)
     if not by:
         return []
 
@@ -259,11 +260,11 @@ def diagnostics_section(ok: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def _metric_names(task: str, records: list[dict[str, Any]]) -> list[str]:
+def _metric_names(task: str, records: list[Record]) -> list[str]:
     if task in TASK_OBJECTS:
         names = [m.name for m in TASK_OBJECTS[task].metrics]
     else:
-        names = sorted({k for r in records for k in r["metrics"]["test"]})
+        names = sorted({k for r in records for k in r.metrics["test"]})
     return names
 
 
@@ -305,16 +306,23 @@ TEST_SHORT = {"wilcoxon": "Wilcoxon", "mcnemar": "McNemar"}
 SIG_HEADERS = 5  # the columns `_significance` gives each row
 
 
-def _outcomes_by_seed(rs: Iterable[dict[str, Any]], name: str) -> dict[int, Any]:
-    return {
-        r["seed"]: r["outcomes"]["test"][name]
-        for r in rs
-        if name in (r.get("outcomes") or {}).get("test", {})
-    }
+def _by_seed(runs: Iterable[tuple[int, dict[str, Any] | None]], name: str) -> dict[int, Any]:
+    """The test outcomes `name` of (seed, outcomes) runs, by seed, where stored."""
+    return {seed: oc["test"][name] for seed, oc in runs if name in (oc or {}).get("test", {})}
 
 
-def _is_plain(rs: Iterable[dict[str, Any]]) -> bool:
-    return all(r["distiller"] == "none" and r["pruner"] == "none" for r in rs)
+def _outcomes_by_seed(rs: Iterable[Record], name: str) -> dict[int, Any]:
+    """A row's cells' test outcomes `name`, by seed."""
+    return _by_seed(((r.seed, r.outcomes) for r in rs), name)
+
+
+def _teacher_outcomes_by_seed(ts: Iterable[dict[str, Any]], name: str) -> dict[int, Any]:
+    """A teacher's runs' (`Store.teachers()`, plain dicts) test outcomes `name`, by seed."""
+    return _by_seed(((t["seed"], t.get("outcomes")) for t in ts), name)
+
+
+def _is_plain(rs: Iterable[Record]) -> bool:
+    return all(r.distiller == "none" and r.pruner == "none" for r in rs)
 
 
 def _p(p: float | None) -> str:
@@ -325,7 +333,7 @@ def _significance(
     task: str,
     primary: str,
     lower: bool,
-    rows_by: dict[tuple[str, str, str], list[dict[str, Any]]],
+    rows_by: dict[tuple[str, str, str], list[Record]],
     teacher_runs: dict[str, list[dict[str, Any]]],
 ) -> dict[str, Any]:
     """Every row (and teacher) against the plain student of its teacher/student: the
@@ -358,34 +366,36 @@ def _comparisons(
     t: Any,
     primary: str,
     lower: bool,
-    rows_by: dict[tuple[str, str, str], list[dict[str, Any]]],
+    rows_by: dict[tuple[str, str, str], list[Record]],
     teacher_runs: dict[str, list[dict[str, Any]]],
-    plain: dict[tuple[str, str], list[dict[str, Any]]],
+    plain: dict[tuple[str, str], list[Record]],
     base_oc: dict[tuple[str, str], Any],
 ) -> tuple[list[tuple[Any, tuple[str, str], sig.Comparison]], dict[Any, float | None], dict[str, list]]:
     """Each row and teacher compared with the plain student of its pair, on the test
     examples' outcomes: (row key, pair, comparison) in order, the seed-level paired p
     by row key, and the plain-student pairs of each teacher."""
     outcome, scale = t.primary_outcome
-    base_metric = {pair: {r["seed"]: r["metrics"]["test"][primary] for r in rs} for pair, rs in plain.items()}
+    base_metric = {pair: {r.seed: r.metrics["test"][primary] for r in rs} for pair, rs in plain.items()}
     comps: list[tuple[Any, tuple[str, str], sig.Comparison]] = []  # (row key, pair, comparison)
     seeds_p: dict[Any, float | None] = {}
     for key, rs in rows_by.items():
         pair = (key[0], key[1])
         if pair not in plain or _is_plain(rs):
             continue
-        seeds_p[key] = paired_p({r["seed"]: r["metrics"]["test"][primary] for r in rs}, base_metric[pair])
+        seeds_p[key] = paired_p({r.seed: r.metrics["test"][primary] for r in rs}, base_metric[pair])
         c = sig.compare(_outcomes_by_seed(rs, outcome), base_oc[pair], t.paired_test, scale, lower)
         if c is not None:
             comps.append((key, pair, c))
     teacher_pairs = {tch: [pair for pair in plain if pair[0] == tch] for tch in teacher_runs}
     for tch, ts in teacher_runs.items():
         for pair in teacher_pairs[tch]:
-            c = sig.compare(_outcomes_by_seed(ts, outcome), base_oc[pair], t.paired_test, scale, lower)
+            c = sig.compare(
+                _teacher_outcomes_by_seed(ts, outcome), base_oc[pair], t.paired_test, scale, lower
+            )
             if c is not None:
                 comps.append((("teacher", tch, pair[1]), pair, c))
         if len(teacher_pairs[tch]) == 1:
-            mine = {r["seed"]: r["metrics"]["test"].get(primary) for r in ts}
+            mine = {tr["seed"]: tr["metrics"]["test"].get(primary) for tr in ts}
             seeds_p[("teacher", tch, teacher_pairs[tch][0][1])] = paired_p(
                 mine, base_metric[teacher_pairs[tch][0]]
             )
@@ -395,7 +405,7 @@ def _comparisons(
 def _significance_cells(
     comps: list[tuple[Any, tuple[str, str], sig.Comparison]],
     seeds_p: dict[Any, float | None],
-    plain: dict[tuple[str, str], list[dict[str, Any]]],
+    plain: dict[tuple[str, str], list[Record]],
     lower: bool,
 ) -> tuple[dict[Any, list[str]], dict[Any, tuple[sig.Comparison, float | None, str]]]:
     """Holm-adjusted p over all comparisons; the significance columns by row key and
@@ -416,7 +426,7 @@ def _significance_cells(
     for key, p in seeds_p.items():
         cells.setdefault(key, ["—", "—", "—", "—", _p(p)])
     for pair, rs in plain.items():
-        cells[(pair[0], pair[1], rs[0]["method"])] = ["baseline", "—", "—", "—", "—"]
+        cells[(pair[0], pair[1], rs[0].method)] = ["baseline", "—", "—", "—", "—"]
     return cells, verdicts
 
 
@@ -467,7 +477,7 @@ def _teacher_lines(
 
 
 def _floor_lines(
-    plain: dict[tuple[str, str], list[dict[str, Any]]],
+    plain: dict[tuple[str, str], list[Record]],
     base_oc: dict[tuple[str, str], Any],
     comps: list[tuple[Any, tuple[str, str], sig.Comparison]],
     scale: Any,
@@ -491,17 +501,24 @@ def _floor_lines(
     return floor_lines
 
 
+def as_records(records: Iterable[Record | dict[str, Any]]) -> list[Record]:
+    """Cell records as typed `Record`s: the store's dicts (`Store.records()`) read once
+    with `Record.from_dict`; records already typed are kept."""
+    return [r if isinstance(r, Record) else Record.from_dict(r) for r in records]
+
+
 def build_tables(
-    records: list[dict[str, Any]],
+    records: Iterable[Record | dict[str, Any]],
     teachers: list[dict[str, Any]],
     published: list[dict[str, Any]] | None = None,
 ) -> dict[tuple[str, str], dict[str, Any]]:
-    """Group records by (dataset, task) and compute the table of each. `published`:
-    the grid's figures from papers (see `harness.grid.published`), shown in a column
+    """Group the cell records by (dataset, task) and compute the table of each.
+    `teachers`: the teacher runs (`Store.teachers()`, plain dicts). `published`: the
+    grid's figures from papers (see `harness.grid.published`), shown in a column
     beside ours where method and model match."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for r in records:
-        groups[(r["dataset"], r["task"])].append(r)
+    groups: dict[tuple[str, str], list[Record]] = defaultdict(list)
+    for r in as_records(records):
+        groups[(r.dataset, r.task)].append(r)
     return {
         (dataset, task): _build_table(dataset, task, recs, teachers, published or [])
         for (dataset, task), recs in groups.items()
@@ -511,27 +528,27 @@ def build_tables(
 def _build_table(
     dataset: str,
     task: str,
-    recs: list[dict[str, Any]],
+    recs: list[Record],
     teachers: list[dict[str, Any]],
     published: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """The table of one (dataset, task): its headers, teacher rows, then the student
     rows of each teacher/student pair, best first; with the per-pair tables."""
-    ok = [r for r in recs if r["status"] == "ok"]
-    failed = [r for r in recs if r["status"] == "failed"]
-    skipped = [r for r in recs if r["status"] == "skipped"]
+    ok = [r for r in recs if r.status == "ok"]
+    failed = [r for r in recs if r.status == "failed"]
+    skipped = [r for r in recs if r.status == "skipped"]
     names = _metric_names(task, ok) if ok else []
     primary, lower = _primary(task, names) if names else ("", True)
-    rows_by: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    rows_by: dict[tuple[str, str, str], list[Record]] = defaultdict(list)
     for r in ok:
-        rows_by[(r["teacher"], r["student"], r["method"])].append(r)
+        rows_by[(r.teacher, r.student, r.method)].append(r)
     tkeys = {(t["teacher"]) for t in teachers if t["dataset"] == dataset and t["task"] == task}
     teacher_runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for t in teachers:
         if t["dataset"] == dataset and t["task"] == task:
             teacher_runs[t["teacher"]].append(t)
     sg = _significance(task, primary, lower, rows_by, teacher_runs)
-    cuda = any((r.get("memory") or {}).get("cuda_max_allocated_mib") is not None for r in ok)
+    cuda = any((r.memory or {}).get("cuda_max_allocated_mib") is not None for r in ok)
     pub_rows, pub_notes = _published_for(published, dataset, task)
     headers = _table_headers(names, primary, sg, cuda, bool(pub_rows))
     table = [_teacher_table_row(tch, teacher_runs[tch], names, sg, cuda, pub_rows) for tch in sorted(tkeys)]
@@ -540,11 +557,11 @@ def _build_table(
         key=lambda k: (
             k[0],
             k[1],
-            statistics.fmean([r["metrics"]["test"][primary] for r in rows_by[k]]) * (1 if lower else -1),
+            statistics.fmean([r.metrics["test"][primary] for r in rows_by[k]]) * (1 if lower else -1),
         ),
     )
     for key in order:
-        rs = sorted(rows_by[key], key=lambda r: r["seed"])
+        rs = sorted(rows_by[key], key=lambda r: r.seed)
         table.append(_student_table_row(key, rs, names, sg, cuda, pub_rows))
     from .compact import pair_tables
 
@@ -634,18 +651,18 @@ def _teacher_table_row(
 
 def _student_table_row(
     key: tuple[str, str, str],
-    rs: list[dict[str, Any]],
+    rs: list[Record],
     names: list[str],
     sg: dict[str, Any],
     cuda: bool,
     pub_rows: Any,
 ) -> list[str]:
     _tch, stu, method = key
-    size = [r["size"] for r in rs]
+    size = [r.size for r in rs]
     return [
         method,
         stu,
-        *[_fmt([r["metrics"]["test"].get(n) for r in rs]) for n in names],
+        *[_fmt([r.metrics["test"].get(n) for r in rs]) for n in names],
         *sg["cells"].get(key, ["—"] * SIG_HEADERS),
         _int(statistics.fmean(s["params"] for s in size)),
         f"{statistics.fmean(s['pct_of_teacher'] for s in size):.1f}",
@@ -654,14 +671,14 @@ def _student_table_row(
         f"{statistics.fmean(s['bytes'] for s in size) / 1024:.1f}",
         _sparse_kib(size),
         _int(statistics.fmean(s["flops"] for s in size)),
-        fmt_energy([r["energy"]["train_j"] for r in rs]),
-        fmt_energy([r["energy"]["inference_j_per_1k"] for r in rs]),
-        inference_window([r["energy"] for r in rs]),
-        ", ".join(sorted({r["energy"]["meter"] for r in rs})),
-        _fmt([r["times"]["train_s"] for r in rs], 3),
-        _mib((r.get("memory") or {}).get("peak_rss_mib") for r in rs),
-        *([_mib((r.get("memory") or {}).get("cuda_max_allocated_mib") for r in rs)] if cuda else []),
-        ", ".join(str(r["seed"]) for r in rs),
+        fmt_energy([r.energy["train_j"] for r in rs]),
+        fmt_energy([r.energy["inference_j_per_1k"] for r in rs]),
+        inference_window([r.energy for r in rs]),
+        ", ".join(sorted({r.energy["meter"] for r in rs})),
+        _fmt([r.times["train_s"] for r in rs], 3),
+        _mib((r.memory or {}).get("peak_rss_mib") for r in rs),
+        *([_mib((r.memory or {}).get("cuda_max_allocated_mib") for r in rs)] if cuda else []),
+        ", ".join(str(r.seed) for r in rs),
         *([_published_cell(pub_rows, method, stu)] if pub_rows else []),
     ]
 
@@ -696,9 +713,7 @@ def verdict_section(t: dict[str, Any]) -> list[str]:
         return []
     name = METRIC_NAMES.get(t["primary"], t["primary"])
     test = TEST_SHORT.get(sg.get("test") or "", "test")
-    plain = {
-        (r["teacher"], r["student"]): r["method"] for r in t["ok"] if r["distiller"] == r["pruner"] == "none"
-    }
+    plain = {(r.teacher, r.student): r.method for r in t["ok"] if r.distiller == r.pruner == "none"}
     out = ["", f"## Does each method beat the plain student? ({name}, {test} with Holm, α 0.05)", ""]
     for key in sorted(verdicts):
         tch, stu, method = key
@@ -717,18 +732,18 @@ def verdict_section(t: dict[str, Any]) -> list[str]:
     return out
 
 
-def _lines_about(recs: Iterable[dict[str, Any]]) -> list[str]:
+def _lines_about(recs: Iterable[Record]) -> list[str]:
     recs = list(recs)
     lines = []
-    hw = sorted({hardware_line(r["env"]) + f", device {r['env']['device']}" for r in recs if r.get("env")})
+    hw = sorted({hardware_line(r.env) + f", device {r.env['device']}" for r in recs if r.env})
     if hw:
         lines.append("- Hardware: " + "; ".join(hw))
     vers = sorted(
         {
-            f"harness {r['env']['versions']['harness']} (git {r['env'].get('git') or 'unknown'}), "
-            f"torch {r['env']['versions']['torch']}, Python {r['env']['python']}"
+            f"harness {r.env['versions']['harness']} (git {r.env.get('git') or 'unknown'}), "
+            f"torch {r.env['versions']['torch']}, Python {r.env['python']}"
             for r in recs
-            if r.get("env")
+            if r.env
         }
     )
     if vers:
@@ -736,12 +751,12 @@ def _lines_about(recs: Iterable[dict[str, Any]]) -> list[str]:
     meters = sorted(
         {
             (
-                r["energy"]["meter"],
-                r["energy"]["estimate"],
-                re.sub(r"[\d.]+ CPU-s × ", "CPU-s × ", r["energy"].get("detail", "")),
+                r.energy["meter"],
+                r.energy["estimate"],
+                re.sub(r"[\d.]+ CPU-s × ", "CPU-s × ", r.energy.get("detail", "")),
             )
             for r in recs
-            if r.get("energy")
+            if r.energy
         }
     )
     for name, est, detail in meters:
@@ -749,8 +764,8 @@ def _lines_about(recs: Iterable[dict[str, Any]]) -> list[str]:
         qualities = {
             q
             for r in recs
-            if (r.get("energy") or {}).get("meter") == name
-            for q in (r["energy"].get("quality"), r["energy"].get("inference_quality"))
+            if (r.energy or {}).get("meter") == name
+            for q in (r.energy.get("quality"), r.energy.get("inference_quality"))
         }
         if "filled" in qualities:
             kind += "; some windows were shorter than the counter's update and filled from power × time"
@@ -761,23 +776,23 @@ def _lines_about(recs: Iterable[dict[str, Any]]) -> list[str]:
             "training of the row (teacher excluded); Infer J/1k: per 1,000 test samples."
         )
     lines += _window_lines(recs)
-    cmds = sorted({r["command"] for r in recs if r.get("command")})
+    cmds = sorted({r.command for r in recs if r.command})
     for c in cmds:
         lines.append(f"- Regenerate: `{c}`")
     return lines
 
 
-def _window_lines(recs: list[dict[str, Any]]) -> list[str]:
+def _window_lines(recs: list[Record]) -> list[str]:
     """How the inference energy and the peak memory were measured: the windows' length,
     passes and the machine's load at their ends; the peak-RSS method."""
     lines = []
-    energies = [r["energy"] for r in recs if (r.get("energy") or {}).get("inference_passes")]
+    energies = [r.energy for r in recs if (r.energy or {}).get("inference_passes")]
     if energies:
         mins = sorted(
-            {(r.get("config") or {}).get("energy", {}).get("inference_min_seconds") for r in recs} - {None}
+            {(r.config or {}).get("energy", {}).get("inference_min_seconds") for r in recs} - {None}
         )
         loads = _present(e.get("inference_load_1m") for e in energies)
-        cores = sorted({r["env"]["cores"] for r in recs if (r.get("env") or {}).get("cores")})
+        cores = sorted({r.env["cores"] for r in recs if (r.env or {}).get("cores")})
         line = (
             "- Inference energy: the test split's passes repeated until the window lasted "
             + (f"at least {', '.join(f'{m:g}' for m in mins)} s " if mins else "")
@@ -795,7 +810,7 @@ def _window_lines(recs: list[dict[str, Any]]) -> list[str]:
                     "spinning while they wait for each other, and vary between identical models)"
                 )
         lines.append(line + ".")
-    methods = sorted({(r.get("memory") or {}).get("rss_method") for r in recs} - {None})
+    methods = sorted({(r.memory or {}).get("rss_method") for r in recs} - {None})
     if methods:
         how = {
             "kernel-peak": "the kernel's peak RSS (VmHWM), reset when the cell started",
@@ -824,8 +839,8 @@ def _significance_text(primary: str, sg: dict[str, Any]) -> str:
 
 
 def render(dataset: str, task: str, t: dict[str, Any]) -> str:
-    notes = sorted({r.get("data_note") for r in t["records"] if r.get("data_note")})
-    grids = sorted({r["grid"] for r in t["records"]})
+    notes = sorted({r.data_note for r in t["records"] if r.data_note})
+    grids = sorted({r.grid for r in t["records"]})
     out = [f"# {dataset} — {task}", ""]
     from . import coverage as cv
 
@@ -834,7 +849,7 @@ def render(dataset: str, task: str, t: dict[str, Any]) -> str:
         if covs:
             out += cv.head_lines(covs)
         else:
-            commands = sorted({r["command"] for r in t["records"] if r.get("command")})
+            commands = sorted({r.command for r in t["records"] if r.command})
             out += cv.unknown_lines(len(t["failed"]), len(t["ok"]) + len(t["failed"]), commands)
     sg = t.get("significance") or {}
     if sg.get("teacher_lines"):
@@ -850,7 +865,7 @@ def render(dataset: str, task: str, t: dict[str, Any]) -> str:
     if not t["rows"]:
         out += ["No finished cells yet.", ""]
     primary = METRIC_NAMES.get(t["primary"], t["primary"])
-    seeds = sorted({r["seed"] for r in t["ok"]})
+    seeds = sorted({r.seed for r in t["ok"]})
     out += [
         f"Mean ± std over seeds ({len(seeds)}: {', '.join(map(str, seeds))}). "
         + _significance_text(primary, sg),
@@ -873,10 +888,10 @@ def render(dataset: str, task: str, t: dict[str, Any]) -> str:
     if t["failed"]:
         out += ["", f"Failed cells ({len(t['failed'])}; see `harness list --status failed`):"]
         for r in t["failed"]:
-            out.append(f"- {r['method']} / {r['student']} seed {r['seed']}: {r['reason']}")
+            out.append(f"- {r.method} / {r.student} seed {r.seed}: {r.reason}")
     if t["skipped"]:
         out += ["", f"Skipped cells ({len(t['skipped'])}):"]
-        reasons = sorted({(r.get("method") or r["distiller"], r["reason"]) for r in t["skipped"]})
+        reasons = sorted({(r.method or r.distiller, r.reason) for r in t["skipped"]})
         for m, why in reasons:
             out.append(f"- {m}: {why}")
     return "\n".join(out) + "\n"
@@ -915,23 +930,26 @@ def _every_column(t: dict[str, Any]) -> list[str]:
 
 
 def write_leaderboards(
-    records: list[dict[str, Any]],
+    records: Iterable[Record | dict[str, Any]],
     teachers: list[dict[str, Any]],
     out_dir: str | Path,
     published: list[dict[str, Any]] | None = None,
     plans: list[Plan] | None = None,
 ) -> list[Path]:
-    """Write every board, its plots and the overview into `out_dir`. `plans`: the grids'
-    runnable cells (harness/coverage.py), so a board of an incomplete grid says which
-    cells are missing; None or [] when not known (the boards say so)."""
+    """Write every board, its plots and the overview into `out_dir`. `records`: the
+    cells' records, typed or as the store gives them (`as_records` reads them once);
+    `teachers`: the teacher runs (plain dicts). `plans`: the grids' runnable cells
+    (harness/coverage.py), so a board of an incomplete grid says which cells are
+    missing; None or [] when not known (the boards say so)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     from .compact import overview
     from .coverage import coverage, head_lines, unknown_lines
     from .plots import write_plot
 
+    records = as_records(records)
     tables = build_tables(records, teachers, published)
-    statuses = {r["id"]: r["status"] for r in records}
+    statuses = {r.id: r.status for r in records}
     for (dataset, task), t in tables.items():
         t["coverage"] = [
             coverage(p, statuses, dataset, task)
@@ -941,22 +959,20 @@ def write_leaderboards(
     if plans:
         head = head_lines([coverage(p, statuses) for p in plans], with_board=True)
     else:
-        failed = [r for r in records if r["status"] == "failed"]
-        finished = [r for r in records if r["status"] in ("ok", "failed")]
-        head = unknown_lines(
-            len(failed), len(finished), sorted({r["command"] for r in records if r.get("command")})
-        )
+        failed = [r for r in records if r.status == "failed"]
+        finished = [r for r in records if r.status in ("ok", "failed")]
+        head = unknown_lines(len(failed), len(finished), sorted({r.command for r in records if r.command}))
     paths = []
     boards = []
     for (dataset, task), t in sorted(tables.items()):
         name = f"{slug(dataset)}__{task}.md"
-        hw = sorted({hardware_line(r["env"]) for r in t["ok"] if r.get("env")})
+        hw = sorted({hardware_line(r.env) for r in t["ok"] if r.env})
         for pt in t["pairs"]:  # the plots first: the markdown embeds them
             write_plot(pt, out_dir, "; ".join(hw))
         (out_dir / name).write_text(render(dataset, task, t), encoding="utf-8")
         paths.append(out_dir / name)
         boards.append((name, dataset, task, t))
     ok = [r for t in tables.values() for r in t["ok"]]
-    grids = sorted({r["grid"] for r in records if r.get("grid")})
+    grids = sorted({r.grid for r in records if r.grid})
     (out_dir / "README.md").write_text(overview(boards, _lines_about(ok), grids, head), encoding="utf-8")
     return paths

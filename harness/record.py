@@ -60,7 +60,7 @@ class Record:
     worker: str | None = _extra()
     started: float | None = _extra()
     finished: float | None = _extra()
-    command: list[str] | None = _extra()
+    command: str | None = _extra()  # the command that reruns its grid (`run_command`)
     env: dict[str, Any] | None = _extra()
     data_note: str | None = _extra()
     teacher_run: dict[str, Any] | None = _extra()

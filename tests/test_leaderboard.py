@@ -7,7 +7,9 @@ import pytest
 from scipy import stats
 
 from harness import stats as sig
+from harness.errors import UsageError
 from harness.leaderboard import build_tables, paired_p, render, write_leaderboards
+from harness.record import Record
 from harness.store import Store
 
 ENV = {
@@ -232,6 +234,29 @@ def test_store_keeps_outcomes_and_a_board_from_two_stored_cells_reproduces_the_p
     assert "; teacher dcnn:teacher **NOT** better than student dcnn:student" in index
     # rebuilding gives the same board (the bootstrap is seeded)
     assert write_leaderboards(s.records(), s.teachers(), tmp_path / "lb2")[0].read_text() == md
+
+
+def test_boards_from_typed_records_are_the_boards_from_the_stores_dicts(tmp_path):
+    rng = np.random.default_rng(0)
+    records = []
+    for method, distiller, err in (("DCNN", "none", 0.9), ("KD", "kd", 0.8)):
+        for s in range(3):
+            abs_err = rng.normal(err, 0.1, 50).astype(np.float32)
+            r = rec(method, s, float(abs_err.mean()), distiller=distiller)
+            r["outcomes"] = {"test": {"abs_err": abs_err}}
+            records.append(r)
+    records.append(dict(rec("SAD", 0, 0), status="skipped", reason="needs features"))
+    teachers = [teacher(s, {"abs_err": rng.normal(0.7, 0.1, 50).astype(np.float32)}) for s in range(3)]
+    from_dicts = write_leaderboards(records, teachers, tmp_path / "dicts")
+    typed = [Record.from_dict(r) for r in records]
+    from_typed = write_leaderboards(typed, teachers, tmp_path / "typed")
+    assert [p.name for p in from_typed] == [p.name for p in from_dicts]
+    for a, b in zip(from_dicts, from_typed, strict=True):
+        assert "Wilcoxon" in a.read_text() and a.read_text() == b.read_text()
+    readme = (tmp_path / "dicts" / "README.md").read_text()
+    assert (tmp_path / "typed" / "README.md").read_text() == readme
+    with pytest.raises(UsageError, match="record 'KD-0-dcnn:student': unknown field 'metric'"):
+        build_tables([dict(records[3], metric=1)], teachers)
 
 
 def test_a_stored_cell_rerun_replaces_its_outcomes_and_a_failure_drops_them(tmp_path):
