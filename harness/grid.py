@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ from .gridlayers import MERGED_IN_SECTIONS, apply_section, layer_cell  # noqa: F
 from .plugins import Registry
 from .spec import NOT_HASHED as NOT_HASHED  # (re-exported)
 from .spec import CellSpec, config_id
+from .spec import canonical as canonical  # (re-exported: the text ids hash)
 
 #: (NOT_HASHED, the config sections left out of a cell's id, is harness.spec's)
 
@@ -83,10 +83,6 @@ class Cell:
             "pruner": c["pruner"]["name"],
             "seed": str(c["seed"]),
         }
-
-
-def canonical(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
 def cell_id(config: dict[str, Any]) -> str:

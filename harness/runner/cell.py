@@ -145,7 +145,8 @@ def _run_stages(spec: CellSpec, opts: RunOptions, record: Record) -> None:
     methods = _Methods(
         dist_cls(**spec.distiller.kwargs()), prune_cls(**spec.pruner.kwargs()), dist_cls, prune_cls
     )
-    teacher, teacher_params = _teacher(spec, data, task, opts, meter_factory, record)  # 2. get teacher
+    # 2. get teacher
+    teacher, teacher_params = _teacher(spec, data, task, opts, meter_factory, record, dist_cls)
     student = build_model(spec.student, data, spec.seed, device)  # 3. build student
     unpruned_params = count_parameters(student)
     fit = _fit(spec, data, task, methods, teacher, student, opts)
@@ -184,12 +185,13 @@ def _teacher(
     opts: RunOptions,
     meter_factory: MeterFactory,
     record: Record,
+    dist_cls: type[Distiller],
 ) -> tuple[nn.Module | None, int]:
     """The trained teacher when the distiller needs one (its record goes into the
     cell's), and the teacher's parameter count (of an untrained teacher of the same
     architecture otherwise, for "% of teacher")."""
     teacher, meta = None, None
-    if get_registry().get("distiller", spec.distiller.name).needs:
+    if dist_cls.needs:
         teacher, meta = get_teacher(spec, data, task, opts.device, opts, meter_factory)
         params = count_parameters(teacher)
     else:

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from ..api import DataBundle
 from ..errors import CellError
-from ..grid import canonical
 from ..plugins import get_registry
-from ..spec import CellSpec
+from ..spec import CellSpec, canonical
 
 _DATA: dict[str, DataBundle] = {}
 

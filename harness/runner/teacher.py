@@ -22,9 +22,9 @@ from torch import nn
 from ..api import DataBundle
 from ..energy import Window, open_meter
 from ..envinfo import environment
-from ..grid import canonical, dataset_label, model_label
+from ..grid import dataset_label, model_label
 from ..size import measure_size
-from ..spec import CellSpec
+from ..spec import CellSpec, canonical
 from ..tasks import Task, get_task
 from .data import load_data
 from .measure import MeterFactory, energy_of, meter_maker
