@@ -325,8 +325,11 @@ class Step:
     """What a distiller's loss sees at one training step.
 
     task_loss is the student's own task loss on the batch (CE, MSE, the recommender's
-    own ranking loss, ...), already computed; student_out is the student's output on the
-    batch (None in the ranking task, whose models score items on request);
+    own ranking loss, ...), computed when first read: a distiller that replaces the
+    task loss (e.g. CD's selective CF term) and never reads it saves its cost (its
+    forward pass stays shared: `student_out`); student_out is the student's output on the
+    batch (in the ranking task, whose models score items on request: the step's shared
+    forward pass from the model's `encode`, to pass on to `score`, or None);
     teacher_out/teacher_features are None unless the distiller needs them ("logits",
     "features"), and were computed under no_grad with the teacher in eval mode.
     student/teacher are the models themselves (teacher None without a teacher), for
@@ -365,6 +368,22 @@ class Step:
     def log_stats(self, **stats: torch.Tensor | float) -> None:
         """Per-step facts to average per epoch, e.g. `step.log_stats(sample_size=k)`."""
         self.stats.update(stats)
+
+
+def _task_loss_get(step: Step) -> torch.Tensor:
+    value = step.__dict__["_task_loss"]
+    if callable(value):
+        value = step.__dict__["_task_loss"] = value()
+    return value
+
+
+def _task_loss_set(step: Step, value: torch.Tensor | Callable[[], torch.Tensor]) -> None:
+    step.__dict__["_task_loss"] = value
+
+
+# task_loss may be given as a callable (the runner does): it is then computed on first
+# read and kept, so that a distiller that never reads it never pays for it
+Step.task_loss = property(_task_loss_get, _task_loss_set)  # type: ignore[assignment]
 
 
 class Distiller(Component):

@@ -18,7 +18,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -52,12 +52,21 @@ class Task(ABC):
         """The split a model trains on (one of the data's splits)."""
         return "train"
 
+    def train_forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> Any:
+        """The model's output on a training batch: what the task loss and a distiller
+        of the step share (`Step.student_out`)."""
+        return self.forward(model, batch)
+
+    def train_loss(self, model: nn.Module, batch: dict[str, torch.Tensor], out: Any) -> torch.Tensor:
+        """The task's training loss of a step, given its `train_forward` output."""
+        return self.loss(out, batch)
+
     def train_step(
         self, model: nn.Module, batch: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
         """The model's output on a training batch and its task loss."""
-        out = self.forward(model, batch)
-        return out, self.loss(out, batch)
+        out = self.train_forward(model, batch)
+        return out, self.train_loss(model, batch, out)
 
     @abstractmethod
     def loss(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -178,6 +187,13 @@ class RankingModel(Protocol):
     score(batch, items) -> [B, K]: scores of the given items [B, K], differentiable.
     cf_loss(batch) -> scalar: the model's own training loss on a training batch
       (drawing any negatives it needs from torch's global generator).
+
+    Optionally, encode(batch) -> state: the part of a training step's forward pass that
+    every loss of the step shares (e.g. the users' representations, made with one draw
+    of the input corruption). When a model has it, the task calls `cf_loss(batch,
+    state)` and hands the state to distillers as `Step.student_out`, which pass it on
+    as `score(batch, items, state)`: one forward pass per step, as a paper's code that
+    scores all of a step's items at once.
     """
 
     n_items: int
@@ -236,8 +252,13 @@ class Ranking(Task):
     def train_split(self, model):
         return getattr(model, "train_split", "train")
 
-    def train_step(self, model, batch):
-        return None, model.cf_loss(batch)
+    def train_forward(self, model, batch):
+        """The step's shared state (`encode`), or None; see RankingModel."""
+        encode = getattr(model, "encode", None)
+        return None if encode is None else encode(batch)
+
+    def train_loss(self, model, batch, out):
+        return model.cf_loss(batch) if out is None else model.cf_loss(batch, out)
 
     def loss(self, out, batch):  # models of this task compute their own (cf_loss)
         raise NotImplementedError("ranking models compute their own loss: cf_loss(batch)")

@@ -40,3 +40,19 @@ def test_projection_maps_one_feature_shape_onto_another(source, target):
 def test_projection_refuses_shapes_of_different_rank():
     with pytest.raises(ValueError, match=r"projection from \(4,\) to \(4, 3\)"):
         projection((4,), (4, 3))
+
+
+def test_step_task_loss_given_as_a_callable_is_computed_once_on_first_read():
+    from harness.api import Step
+
+    calls = []
+
+    def task_loss():
+        calls.append(1)
+        return torch.tensor(2.0)
+
+    step = Step({"x": torch.zeros(1)}, "classification", None, task_loss)
+    assert calls == []  # not read: never computed
+    assert step.task_loss.item() == 2.0 and step.task_loss.item() == 2.0
+    assert calls == [1]
+    assert Step({}, "classification", None, torch.tensor(3.0)).task_loss.item() == 3.0

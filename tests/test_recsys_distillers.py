@@ -11,16 +11,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from harness.api import Step
+from harness.api import Step, TensorSplit
 from harness.plugins import get_registry
 from harness_recsys.data import MovieLens100K
-from harness_recsys.distillers import CD, CDSG, CDTG, DERRD, RD, RDRank
+from harness_recsys.distillers import CD, CDSG, CDTG, DERRD, RD, RDRank, Sample
 from harness_recsys.teacher import algorithm1
 
 from .test_recsys import S_TABLE, T_TABLE, TableModel, resolved, step_for, tiny_bundle
@@ -238,10 +239,12 @@ def test_caser_soft_targets_come_from_each_instances_own_context():
     assert not torch.equal(batch["seq"][0], batch["seq"][1])
     d = resolved(CDTG, sample_size=50, T1=1.0, T2=0.0)
     d.setup(teacher, student, data, batch)
-    view = d.rows(Step(batch, "ranking", None, torch.tensor(0.0), student=student, teacher=teacher))
+    step = Step(batch, "ranking", None, torch.tensor(0.0), student=student, teacher=teacher)
+    view = d.context_view(step)
     unobserved = torch.nonzero(~data.split("history")["mask"][user]).flatten()
     items = unobserved[unobserved > 0][:40][None, :].repeat(2, 1)
-    targets = d.teacher_scores(None, items, view)
+    sample = Sample(items, torch.ones_like(items, dtype=torch.bool), view=view)
+    targets = d.teacher_scores(step, d.rows(step), sample)
     assert not torch.allclose(targets[0], targets[1])  # different contexts, different targets
     with torch.no_grad():
         for r in range(2):
@@ -363,3 +366,157 @@ def test_uniform_draw_is_the_gumbel_draw_with_equal_weights():
         items, valid = draw_uniform(candidates, 20)
         assert torch.equal(valid, want_valid)
         assert torch.equal(items[valid], want_items[want_valid])
+
+
+# ------------------------------------------- one forward pass per step; per-user terms once
+
+
+def test_cdae_step_state_gives_recboles_loss_bit_for_bit(cdae_pair):
+    """The CDAE loss from the step's shared forward pass (`encode`, then `cf_loss` with
+    the state) is RecBole's `calculate_loss` (divided per user as before), loss and
+    gradients equal bit for bit under the same dropout draw; the training rows read
+    from the dense mask are RecBole's `get_rating_matrix`."""
+    data, _, student = cdae_pair
+    student.train()
+    users = data.split("users").head(128)["user"]
+    assert torch.equal(student.rating_rows(users), student.net.get_rating_matrix(users))
+    params = [p for p in student.parameters() if p.requires_grad]
+    for seed in range(2):
+        torch.manual_seed(seed)
+        old = student.net.calculate_loss({student.net.USER_ID: users})
+        reg = student.regulariser()
+        old = (old - reg) / len(users) + reg
+        old_grads = torch.autograd.grad(old, params, allow_unused=True)
+        torch.manual_seed(seed)
+        new = student.cf_loss({"user": users}, student.encode({"user": users}))
+        new_grads = torch.autograd.grad(new, params, allow_unused=True)
+        assert torch.equal(old, new)
+        for a, b in zip(old_grads, new_grads, strict=True):
+            assert (a is None and b is None) or torch.equal(a, b)
+
+
+@pytest.mark.parametrize("k", [15, 800])  # the gather path; the every-item path (K ≥ 1/8 of the items)
+def test_scores_from_the_step_state_match_a_new_forward_pass(cdae_pair, k):
+    data, _, student = cdae_pair
+    student.eval()  # (no dropout: both forward passes see the same input)
+    batch = data.split("users").head(32)
+    items = torch.randint(1, data.info["n_items"], (32, k))
+    params = [p for p in student.parameters() if p.requires_grad]
+    fresh = student.score(batch, items)
+    shared = student.score(batch, items, student.encode(batch))
+    assert torch.allclose(fresh, shared, rtol=1e-5, atol=1e-5)
+    g_fresh = torch.autograd.grad(fresh.sum(), params, allow_unused=True)
+    g_shared = torch.autograd.grad(shared.sum(), params, allow_unused=True)
+    for a, b in zip(g_fresh, g_shared, strict=True):
+        assert (a is None and b is None) or torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("cls", [RD, CDTG, CDSG, DERRD])
+def test_a_cdae_step_draws_its_input_corruption_once(cls, cdae_pair):
+    """The task's loss and the distiller's terms share one forward pass per step (the
+    official RD code scores all of a step's items in one pass): the dropout of the
+    input runs once in training mode (CD-SG's ranking pass runs in eval mode)."""
+    from harness.tasks import get_task
+
+    data, teacher, student = cdae_pair
+    student.train()
+    batch = data.split("users").head(64)
+    d = resolved(cls, K=15, dynamic_start=99) if cls is RD else resolved(cls)
+    d.setup(teacher, student, data, batch)
+    calls = []
+    hook = student.net.dropout.register_forward_hook(lambda m, i, o: calls.append(m.training))
+    try:
+        task = get_task("ranking")
+        out = task.train_forward(student, batch)
+        step = Step(
+            batch,
+            "ranking",
+            out,
+            lambda: task.train_loss(student, batch, out),
+            student=student,
+            teacher=teacher,
+            epochs=10,
+        )
+        d.loss(step).backward()
+    finally:
+        hook.remove()
+    assert calls.count(True) == 1
+
+
+@pytest.fixture(scope="module")
+def bpr_pair():
+    data = resolved(MovieLens100K).load("ranking")
+    cls = get_registry().get("model", "bpr")
+    torch.manual_seed(0)
+    teacher = cls(**cls.resolve_params({"embedding_size": 40}, "t")).build(data).eval()
+    student = cls(**cls.resolve_params({"embedding_size": 8}, "s")).build(data)
+    return data, teacher, student
+
+
+@pytest.mark.parametrize(
+    "cls, hp",
+    [
+        (RD, {"K": 10, "dynamic_start": 99}),
+        (RDRank, {"K": 10, "dynamic_start": 99}),
+        (CD, {"sample_size": 30}),
+        (CDTG, {"sample_ratio": 0.5}),
+    ],
+)
+def test_per_user_terms_once_per_user_equal_the_per_row_mean(cls, hp, bpr_pair, monkeypatch):
+    """On interaction rows (BPR) whose users repeat, a term that depends on the user
+    alone is computed once per unique user and weighted by its rows: the loss and its
+    gradients equal the per-row computation's. (DE-RRD's terms are sums over the unique
+    users by definition: test_de_rrd_terms_are_sums_over_unique_users_as_the_official_code.)"""
+    import harness_recsys.distillers as distillers
+
+    data, teacher, student = bpr_pair
+    train = data.train
+    rows = torch.cat([torch.nonzero(train["user"] == u).flatten()[:n] for u, n in ((5, 7), (9, 1), (13, 4))])
+    batch = {k: v[rows] for k, v in train.tensors.items()}
+    d = resolved(cls, **hp)
+    d.setup(teacher, student, data, batch)
+    params = [p for p in student.parameters() if p.requires_grad]
+    results = []
+    for per_row in (False, True):
+        if per_row:
+            monkeypatch.setattr(distillers, "term_rows", lambda b, m: distillers.Rows(b, b["user"]))
+        torch.manual_seed(0)  # (the same draws: the epoch's samples are kept by the distiller)
+        step = Step(batch, "ranking", None, torch.tensor(1.0), student=student, teacher=teacher, epochs=10)
+        loss = d.loss(step)
+        results.append((loss.detach(), torch.autograd.grad(loss, params)))
+    (a, ga), (b, gb) = results
+    assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    for x, y in zip(ga, gb, strict=True):
+        assert torch.allclose(x, y, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("cf_loss, computed", [("selective", False), ("model", True)])
+def test_cd_with_its_own_cf_term_never_computes_the_models_loss(cf_loss, computed, bpr_pair, monkeypatch):
+    """CD's selective CF term replaces the model's own loss: the runner computes the
+    task loss only when a distiller reads it (Step.task_loss), so BPR's loss and its
+    negatives are never computed for it; with cf_loss: model they are."""
+    from harness.grid import TRAIN
+    from harness.runner import train_model
+    from harness.tasks import get_task
+
+    data, teacher, student = bpr_pair
+    calls = []
+    real = type(student).cf_loss
+    monkeypatch.setattr(type(student), "cf_loss", lambda self, b, *a: calls.append(1) or real(self, b, *a))
+    d = resolved(CD, sample_size=5, cf_loss=cf_loss)
+    d.setup(teacher, student, data, data.train.head(2))
+    part = TensorSplit({k: v[:4096] for k, v in data.train.tensors.items()})
+    small = dataclasses.replace(data, train=part)
+    cfg = {k: p.default for k, p in TRAIN.items()} | {"optimizer": "adam", "lr": 0.001}
+    train_model(
+        student,
+        small,
+        get_task("ranking"),
+        cfg,
+        1,
+        2048,
+        torch.Generator().manual_seed(0),
+        distiller=d,
+        teacher=teacher,
+    )
+    assert bool(calls) is computed

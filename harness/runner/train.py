@@ -6,6 +6,7 @@ distiller reports."""
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -185,10 +186,11 @@ def _train_epoch(
     )
     for batch in batches:
         with s_tap.record() if s_tap else contextlib.nullcontext():
-            out, task_loss = run.task.train_step(model, batch)
+            out = run.task.train_forward(model, batch)
         if run.distiller is None:
-            loss = task_loss
-        else:
+            loss = run.task.train_loss(model, batch, out)
+        else:  # (the task loss computed when the distiller reads it: Step.task_loss)
+            task_loss = functools.partial(run.task.train_loss, model, batch, out)
             step = _distill_step(run, model, batch, out, task_loss, epoch, s_tap, t_tap)
             loss = run.distiller.loss(step)
             logged.add(step)
@@ -210,7 +212,7 @@ def _distill_step(
     model: nn.Module,
     batch: dict[str, torch.Tensor],
     out: torch.Tensor,
-    task_loss: torch.Tensor,
+    task_loss: Callable[[], torch.Tensor],
     epoch: int,
     s_tap: FeatureTap | None,
     t_tap: FeatureTap | None,
@@ -247,8 +249,8 @@ class _EpochLog:
 
     def add(self, step: Step) -> None:
         terms = dict(step.terms)
-        if terms:
-            terms.setdefault("task", step.task_loss)
+        if terms and "task" not in terms:  # (not setdefault: it would compute a lazy task loss)
+            terms["task"] = step.task_loss
         for kind, values in (("terms", terms), ("stats", step.stats)):
             sums = self.sums[kind]
             for key, value in values.items():

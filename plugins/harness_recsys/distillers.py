@@ -46,6 +46,13 @@ DE-RRD  L = L_base + λ_DE·L_DE + λ_RRD·L_RRD, every term a *sum* as in the o
         uniformly from the rest; L_RRD(u) = −Σ_k [s_{i_k} − log(Σ_{l≥k} e^{s_{i_l}} +
         Σ_j e^{s_j})], by log-sum-exp (no clamping needed).
 
+Every term scores the student through the step's one forward pass (`Step.student_out`,
+the model's `encode`): on CDAE, one draw of input corruption per step, shared by the
+model's own loss and the distillation terms, as the official RD code scores a step's
+targets, negatives and candidates in one pass. On interaction rows (BPR) a term that
+depends on the row's user alone (every per-user-per-epoch sample) is computed once per
+unique user and weighted by its rows (`Rows`): the same batch mean.
+
 Every distiller logs its terms (`Step.log_terms`) and, when it samples, the mean
 sample size per instance and the mean teacher-rank percentile of the sampled items
 (`Step.log_stats`): the leaderboard's diagnostics.
@@ -55,6 +62,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -64,6 +72,7 @@ from torch import nn
 from harness.api import Distiller, Param, Step
 from harness.errors import CellError, UsageError
 
+from .models import StepState
 from .teacher import (
     TeacherView,
     algorithm1,
@@ -89,15 +98,54 @@ def positives(batch: dict[str, torch.Tensor], data_history: torch.Tensor) -> tor
     return data_history.index_select(0, batch["user"])
 
 
-def unique_users(
-    batch: dict[str, torch.Tensor], model: nn.Module
-) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-    """The batch reduced to its unique users, and the index mapping rows back to them,
-    when the model's scores depend on the user alone; else the batch itself and None."""
-    if not getattr(model, "user_only", False):
-        return batch, None
-    users, inverse = torch.unique(batch["user"], return_inverse=True)
-    return {"user": users}, inverse
+@dataclass
+class Rows:
+    """The rows a distillation term is computed on: the step's batch itself, or, when
+    the student's scores depend on the user alone and users repeat in the batch (BPR's
+    interaction rows), the batch's unique users, each weighted by its share of the
+    batch's rows. A term that depends on the row's user alone then has the same mean
+    over the batch, Σ_u count_u·term_u / B, computed once per user."""
+
+    batch: dict[str, torch.Tensor]
+    users: torch.Tensor
+    weight: torch.Tensor | None = None  # [R] count_u / B; None: the batch's own rows
+
+    def mean(self, per_row: torch.Tensor) -> torch.Tensor:
+        """The batch mean of a per-row term [R]."""
+        return per_row.mean() if self.weight is None else (per_row * self.weight).sum()
+
+
+@dataclass
+class Sample:
+    """Items drawn for each row [R, k], their validity, and what is known of them: the
+    teacher's scores and ranks (kept with a per-epoch draw), the teacher's view of the
+    rows (computed in the step for context models)."""
+
+    items: torch.Tensor
+    valid: torch.Tensor
+    scores: torch.Tensor | None = None
+    rank: torch.Tensor | None = None
+    view: TeacherView | None = None
+
+
+def term_rows(batch: dict[str, torch.Tensor], model: nn.Module) -> Rows:
+    """`Rows` of the batch for a term that depends on the row's user alone (when the
+    model's scores do: `user_only`); the batch's rows otherwise."""
+    users = batch["user"]
+    if getattr(model, "user_only", False):
+        unique, counts = torch.unique(users, return_counts=True)
+        if len(unique) < len(users):
+            return Rows({"user": unique}, unique, counts.float() / len(users))
+    return Rows(batch, users)
+
+
+def student_score(step: Step, rows: Rows, items: torch.Tensor) -> torch.Tensor:
+    """The student's scores of `items` for `rows`: on the step's own batch, through the
+    step's forward pass (`Step.student_out`, from the model's `encode`) when it has one,
+    so that every loss of the step sees the same draw of input corruption."""
+    if rows.batch is step.batch and step.student_out is not None:
+        return step.student.score(rows.batch, items, step.student_out)
+    return step.student.score(rows.batch, items)
 
 
 def rank_sample(
@@ -172,7 +220,7 @@ class RankingDistiller(Distiller):
             self._n_unobserved_of = self.trained
         return self._n_unobserved
 
-    def rows(self, step: Step) -> TeacherView:
+    def context_view(self, step: Step) -> TeacherView:
         """Context models: the teacher's view of the batch's instances, from its scores on
         each instance's own context, computed now (frozen, eval mode)."""
         users = step.batch["user"]
@@ -181,61 +229,67 @@ class RankingDistiller(Distiller):
         order, rank, n = rank_unobserved(scores, self.trained.index_select(0, users))
         return TeacherView(scores.masked_fill(rank == 0, float("-inf")), order, rank, n)
 
+    def rows(self, step: Step) -> Rows:
+        """The rows this distiller's per-user terms are computed on (`term_rows`)."""
+        return term_rows(step.batch, step.student) if self.per_user else Rows(step.batch, step.batch["user"])
+
     def teacher_sample(
         self,
         step: Step,
+        rows: Rows,
         how: str,
         k: int | Callable[[torch.Tensor], torch.Tensor],
         law: str = "linear",
         gamma: float = 1.0,
-    ) -> tuple[torch.Tensor, torch.Tensor, TeacherView | None]:
-        """Items drawn from the teacher's ranking for the batch's rows (items, valid,
-        and the rows' view when it was computed for this step, else None); k an int or
-        a function of the users giving each its K. Per-user models draw for every user
-        once per epoch (rows of one user share the draw); context models draw for each
-        instance from its own context, in the step."""
+    ) -> Sample:
+        """Items drawn from the teacher's ranking for `rows`; k an int or a function of
+        the users giving each its K. Per-user models draw for every user
+        once per epoch (rows of one user share the draw) and keep the sampled items'
+        teacher scores and ranks with the draw; context models draw for each instance
+        from its own context, in the step."""
 
         def ks(users: torch.Tensor) -> torch.Tensor | int:
             return k if isinstance(k, int) else k(users)
 
         if not self.per_user:
-            view = self.rows(step)
-            return *rank_sample(view, how, ks(step.batch["user"]), law, gamma), view
+            view = self.context_view(step)
+            return Sample(*rank_sample(view, how, ks(rows.users), law, gamma), view=view)
         key = (step.epoch, how, law, gamma, k if isinstance(k, int) else "per-user")
         if self._table_key != key:
             everyone = torch.arange(len(self.trained), device=self.trained.device)
-            self._table = rank_sample(self.view, how, ks(everyone), law, gamma)
+            items, valid = rank_sample(self.view, how, ks(everyone), law, gamma)
+            self._table = (items, valid, self.view.scores.gather(1, items), self.view.rank.gather(1, items))
             self._table_key = key
-        users = step.batch["user"]
-        return self._table[0].index_select(0, users), self._table[1].index_select(0, users), None
+        return Sample(*(x.index_select(0, rows.users) for x in self._table))
 
-    def teacher_rank(self, step: Step, items: torch.Tensor, view: TeacherView | None) -> torch.Tensor:
-        """[B, k] the teacher's 1-based rank of `items` among the row's unobserved."""
-        if view is not None:
-            return view.rank.gather(1, items)
-        return self.view.rank[step.batch["user"][:, None], items]
-
-    def teacher_scores(self, step: Step, items: torch.Tensor, view: TeacherView | None) -> torch.Tensor:
-        if view is not None:
-            return view.scores.gather(1, items)
+    def teacher_scores(self, step: Step, rows: Rows, sample: Sample) -> torch.Tensor:
+        """[R, k] the teacher's scores of the sampled items."""
+        if sample.scores is not None:
+            return sample.scores
+        if sample.view is not None:
+            return sample.view.scores.gather(1, sample.items)
         if self.per_user:
-            return self.view.scores[step.batch["user"][:, None], items]
+            return self.view.scores[rows.users[:, None], sample.items]
         with torch.no_grad():
-            return step.teacher.score(step.batch, items).float()
+            return step.teacher.score(step.batch, sample.items).float()
 
-    def log_sample(self, step: Step, items: torch.Tensor, valid: torch.Tensor, view: TeacherView | None):
+    def log_sample(self, step: Step, rows: Rows, sample: Sample) -> None:
         """Diagnostics of a sample: items per instance, and the mean teacher-rank
         percentile (100·rank/|I_u^-|) of the sampled items."""
         with torch.no_grad():
-            if view is None and not self.per_user:
-                view = self.rows(step)
-            rank = self.teacher_rank(step, items, view).float()
-            n = self.n_unobserved.index_select(0, step.batch["user"])
-            pct = 100.0 * rank / n.clamp(min=1)[:, None].float()
-            v = valid.float()
+            rank = sample.rank
+            if rank is None:
+                view = sample.view if sample.view is not None or self.per_user else self.context_view(step)
+                if view is None:
+                    rank = self.view.rank[rows.users[:, None], sample.items]
+                else:
+                    rank = view.rank.gather(1, sample.items)
+            n = self.n_unobserved.index_select(0, rows.users)
+            pct = 100.0 * rank.float() / n.clamp(min=1)[:, None].float()
+            v = sample.valid.float()
+            size = rows.mean(v.sum(1))
             step.log_stats(
-                sample_size=v.sum(1).mean(),
-                sample_rank_pct=(pct * v).sum() / v.sum().clamp(min=1),
+                sample_size=size, sample_rank_pct=rows.mean((pct * v).sum(1)) / size.clamp(min=1e-12)
             )
 
 
@@ -268,29 +322,31 @@ class RD(RankingDistiller):
         if not 0 <= params["rho"] <= 1:
             raise UsageError(f"{where}.rho: must be in [0, 1], got {params['rho']}")
 
-    def rd_loss(self, step: Step, items: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def rd_loss(self, step: Step, rows: Rows, sample: Sample) -> torch.Tensor:
         hp = self.hparams
+        items = sample.items
         K = items.shape[1]
-        s = step.student.score(step.batch, items)
+        s = student_score(step, rows, items)
         r = torch.arange(K, device=s.device, dtype=s.dtype)
         w = torch.exp(-(r + 1) / hp["lambda_"])
-        w = (w / w.sum())[None, :] * valid.float()  # position weight, normalised over the K
+        w = (w / w.sum())[None, :] * sample.valid.float()  # position weight, normalised over the K
         if step.epoch > hp["dynamic_start"]:
             with torch.no_grad():
-                probe = uniform_unobserved(self.trained, step.batch["user"], hp["n_estimate"])
-                s_probe = step.student.score(step.batch, probe)
+                probe = uniform_unobserved(self.trained, rows.users, hp["n_estimate"])
+                s_probe = student_score(step, rows, probe)
                 above = (s_probe[:, None, :] > s.detach()[:, :, None]).sum(-1).float()
                 r_hat = torch.floor((self.n_items - 2) * above / probe.shape[1])  # (|I| − 1)·share
                 w = w * torch.clamp(torch.tanh(hp["mu"] * (r_hat - r[None, :])), min=0)
-        kd = -(w.detach() * F.logsigmoid(s)).sum(dim=1).mean()
+        kd = rows.mean(-(w.detach() * F.logsigmoid(s)).sum(dim=1))
         task, distil = (1 - hp["rho"]) * step.task_loss, hp["rho"] * kd
         step.log_terms(task=task, rd=distil)
         return task + distil
 
     def loss(self, step):
-        items, valid, view = self.teacher_sample(step, "top", int(self.hparams["K"]))
-        self.log_sample(step, items, valid, view)
-        return self.rd_loss(step, items, valid)
+        rows = self.rows(step)
+        sample = self.teacher_sample(step, rows, "top", int(self.hparams["K"]))
+        self.log_sample(step, rows, sample)
+        return self.rd_loss(step, rows, sample)
 
 
 class RDRank(RD):
@@ -308,9 +364,10 @@ class RDRank(RD):
 
     def loss(self, step):
         hp = self.hparams
-        items, valid, view = self.teacher_sample(step, hp["sampler"], int(hp["K"]), hp["law"], hp["gamma"])
-        self.log_sample(step, items, valid, view)
-        return self.rd_loss(step, items, valid)  # (items in teacher order: position weights follow it)
+        rows = self.rows(step)
+        sample = self.teacher_sample(step, rows, hp["sampler"], int(hp["K"]), hp["law"], hp["gamma"])
+        self.log_sample(step, rows, sample)
+        return self.rd_loss(step, rows, sample)  # (items in teacher order: position weights follow it)
 
 
 # --------------------------------------------------------------------------- CD
@@ -362,58 +419,56 @@ class CD(RankingDistiller):
         base = self.trained.shape[1] - 1 - n_unobs if self.hparams["ratio_of"] == "observed" else n_unobs
         return torch.ceil(ratio * base.float()).long().clamp(min=1)
 
-    def sample(self, step: Step) -> tuple[torch.Tensor, torch.Tensor, TeacherView | None]:
-        """Items of I_u^- to distil for the batch's rows, their validity, and the
-        teacher's view of the rows when this step computed it."""
+    def sample(self, step: Step, rows: Rows) -> Sample:
+        """Items of I_u^- to distil for `rows`, with what is known of them."""
         hp = self.hparams
-        ratio = hp["sample_ratio"] > 0
         if self.guide == "student":
-            return (*self.student_sample(step), None)
+            return self.student_sample(step, rows)
         how = "uniform" if self.guide == "uniform" else hp["sampler"]
-        k = self.sample_sizes if ratio else int(hp["sample_size"])
-        return self.teacher_sample(step, how, k, hp["law"], hp["gamma"])
+        k = self.sample_sizes if hp["sample_ratio"] > 0 else int(hp["sample_size"])
+        return self.teacher_sample(step, rows, how, k, hp["law"], hp["gamma"])
 
-    def student_sample(self, step: Step) -> tuple[torch.Tensor, torch.Tensor]:
+    def student_sample(self, step: Step, rows: Rows) -> Sample:
         """Rank-aware sampling on the student's current ranking, in eval mode (no
-        dropout), every step; users whose scores depend on the user alone are ranked
-        once per step."""
+        dropout), every step; a user whose scores depend on the user alone is ranked
+        once per step however many rows it has."""
         hp = self.hparams
-        batch, inverse = unique_users(step.batch, step.student)
         was = step.student.training
         step.student.eval()
         try:
             with torch.no_grad():
-                scores = step.student(batch).float()
+                scores = step.student(rows.batch).float()
         finally:
             step.student.train(was)
-        trained = self.trained.index_select(0, batch["user"])
-        k = self.sample_sizes(batch["user"]) if hp["sample_ratio"] > 0 else int(hp["sample_size"])
+        trained = self.trained.index_select(0, rows.users)
+        k = self.sample_sizes(rows.users) if hp["sample_ratio"] > 0 else int(hp["sample_size"])
         if hp["sampler"] == "algorithm1":  # (ranks only as far as the scan goes)
-            n = self.n_unobserved.index_select(0, batch["user"])
-            items, valid = algorithm1_by_scores(scores, trained, k, hp["law"], hp["gamma"], n)
-        else:
-            view = TeacherView(scores, *rank_unobserved(scores, trained))
-            items, valid = rank_sample(view, hp["sampler"], k, hp["law"], hp["gamma"])
-        if inverse is None:
-            return items, valid
-        return items.index_select(0, inverse), valid.index_select(0, inverse)
+            n = self.n_unobserved.index_select(0, rows.users)
+            return Sample(*algorithm1_by_scores(scores, trained, k, hp["law"], hp["gamma"], n))
+        view = TeacherView(scores, *rank_unobserved(scores, trained))
+        return Sample(*rank_sample(view, hp["sampler"], k, hp["law"], hp["gamma"]))
 
     def loss(self, step):
         hp = self.hparams
-        batch = step.batch
-        items, valid, view = self.sample(step)
-        self.log_sample(step, items, valid, view)
+        batch, rows = step.batch, self.rows(step)
+        sample = self.sample(step, rows)
+        self.log_sample(step, rows, sample)
         pos = positives(batch, self.history)
-        s = step.student.score(batch, torch.cat([pos, items], dim=1))
-        s_pos, s_kd = s[:, : pos.shape[1]], s[:, pos.shape[1] :]
+        if rows.batch is batch:  # (one scoring of both: the CF and the KD items)
+            s = student_score(step, rows, torch.cat([pos, sample.items], dim=1))
+            s_pos, s_kd = s[:, : pos.shape[1]], s[:, pos.shape[1] :]
+        else:
+            s_pos = student_score(step, Rows(batch, batch["user"]), pos)
+            s_kd = student_score(step, rows, sample.items)
         if hp["cf_loss"] == "selective":
             cf = -(F.logsigmoid(s_pos) * (pos > 0)).sum(dim=1).mean()
         else:
             cf = step.task_loss
         with torch.no_grad():
-            t = self.teacher_scores(step, items, view)
+            t = self.teacher_scores(step, rows, sample)
             q = torch.sigmoid((t + hp["T2"]) / hp["T1"]).nan_to_num(0.0)  # (invalid slots: -inf → 0)
-        kd = (F.binary_cross_entropy_with_logits(s_kd, q, reduction="none") * valid).sum(dim=1).mean()
+        bce = F.binary_cross_entropy_with_logits(s_kd, q, reduction="none")
+        kd = rows.mean((bce * sample.valid).sum(dim=1))
         distil = hp["lambda_"] * kd
         step.log_terms(task=cf, kd=distil)
         return cf + distil
@@ -543,6 +598,11 @@ class DERRD(RankingDistiller):
         self.user_experts = Experts(m, d_s, d_t).to(device)
         self.item_experts = Experts(m, d_s, d_t).to(device)
         self.n_items = int(data.info["n_items"])
+        if self.per_user:  # (the frozen teacher's user representations, once)
+            with torch.no_grad():
+                everyone = torch.arange(len(self.trained), device=device)
+                parts = [teacher.user_repr({"user": u}).float() for u in everyone.split(1024)]
+                self.t_users = torch.cat(parts)
         self.epoch_drawn: int | None = None
         self.drawn: tuple[torch.Tensor, ...] = ()
         return [*self.user_experts.parameters(), *self.item_experts.parameters()]
@@ -572,59 +632,69 @@ class DERRD(RankingDistiller):
         return max(1e-10, 1e-10 ** (epoch / max(epochs, 1)))
 
     def loss(self, step):
-        hp, batch = self.hparams, step.batch
-        rows = len(batch["user"])
+        hp, n = self.hparams, len(step.batch["user"])
         terms = {"task": step.task_loss}
-        # the batch's unique users (instances, for context models), as the official code
-        ub, _ = unique_users(batch, step.student)
+        # the batch's unique users (instances, for context models), as the official code;
+        # both terms are sums over them, divided by the batch's rows (module docstring)
+        rows = self.rows(step)
         if hp["use_de"]:
-            tau = self.tau(step.epoch, step.epochs)
-            users = ub["user"]
-            items = [torch.unique(batch["item"])] if "item" in batch else []
-            items.append(torch.unique(torch.randint(1, self.n_items, (len(users),), device=users.device)))
-            s_u = step.student.user_repr(ub)
-            with torch.no_grad():
-                t_u = step.teacher.user_repr(ub)
-                t_i = [step.teacher.item_repr(i) for i in items]
-            de = ((t_u - self.user_experts(s_u, t_u, tau)) ** 2).sum()
-            item_terms = [
-                ((t - self.item_experts(step.student.item_repr(i), t, tau)) ** 2).sum()
-                for i, t in zip(items, t_i, strict=True)
-            ]
-            de = de + sum(item_terms) / len(item_terms)  # ½(positive + drawn) or the drawn alone
-            terms["de"] = hp["lambda_de"] * de / rows
+            terms["de"] = hp["lambda_de"] * self.de_loss(step, rows) / n
         if hp["use_rrd"]:
-            if self.per_user:
-                if self.epoch_drawn != step.epoch:  # once per epoch, as the official URRD_sampling
-                    self.drawn = self.rrd_draw(self.view)
-                    self.epoch_drawn = step.epoch
-                inter, iv, unint, uv = (x.index_select(0, ub["user"]) for x in self.drawn)
-                view = None
-            else:  # each instance's own context, in the step
-                view = self.rows(step)
-                inter, iv, unint, uv = self.rrd_draw(view)
-            s = step.student.score(ub, torch.cat([inter, unint], dim=1))
-            s_i, s_j = s[:, : inter.shape[1]], s[:, inter.shape[1] :]
-            s_i = s_i.masked_fill(~iv, float("-inf"))
-            s_j = s_j.masked_fill(~uv, float("-inf"))
-            tail = torch.logcumsumexp(s_i.flip(1), dim=1).flip(1)  # log Σ_{l≥k} e^{s_l}
-            denom = torch.logaddexp(tail, torch.logsumexp(s_j, dim=1, keepdim=True))
-            rrd = -torch.where(iv, s_i - denom, torch.zeros_like(s_i)).sum()
-            terms["rrd"] = hp["lambda_rrd"] * rrd / rows
-            with torch.no_grad():
-                if view is None:
-                    rank = self.view.rank[ub["user"][:, None], inter].float()
-                    n = self.view.n_unobserved[ub["user"]].float()
-                else:
-                    rank, n = view.rank.gather(1, inter).float(), view.n_unobserved.float()
-                v = iv.float()
-                pct = 100.0 * rank / n.clamp(min=1)[:, None]
-                step.log_stats(
-                    sample_size=v.sum(1).mean() + uv.float().sum(1).mean(),
-                    sample_rank_pct=(pct * v).sum() / v.sum().clamp(min=1),
-                )
+            terms["rrd"] = hp["lambda_rrd"] * self.rrd_loss(step, rows) / n
         step.log_terms(**terms)
         return sum(terms.values())
+
+    def de_loss(self, step: Step, rows: Rows) -> torch.Tensor:
+        """L_DE over the rows' users and the batch's (and drawn) items, summed."""
+        tau = self.tau(step.epoch, step.epochs)
+        batch, users = step.batch, rows.users
+        items = [torch.unique(batch["item"])] if "item" in batch else []
+        items.append(torch.unique(torch.randint(1, self.n_items, (len(users),), device=users.device)))
+        state = step.student_out
+        if rows.batch is batch and isinstance(state, StepState):
+            s_u = state.repr  # (the step's forward pass: its one draw of input corruption)
+        else:
+            s_u = step.student.user_repr(rows.batch)
+        with torch.no_grad():
+            t_u = self.t_users.index_select(0, users) if self.per_user else step.teacher.user_repr(rows.batch)
+            t_i = [step.teacher.item_repr(i) for i in items]
+        de = ((t_u - self.user_experts(s_u, t_u, tau)) ** 2).sum()
+        item_terms = [
+            ((t - self.item_experts(step.student.item_repr(i), t, tau)) ** 2).sum()
+            for i, t in zip(items, t_i, strict=True)
+        ]
+        return de + sum(item_terms) / len(item_terms)  # ½(positive + drawn) or the drawn alone
+
+    def rrd_loss(self, step: Step, rows: Rows) -> torch.Tensor:
+        """L_RRD summed over the rows, and its sample's diagnostics."""
+        if self.per_user:
+            if self.epoch_drawn != step.epoch:  # once per epoch, as the official URRD_sampling
+                self.drawn = self.rrd_draw(self.view)
+                self.epoch_drawn = step.epoch
+            inter, iv, unint, uv = (x.index_select(0, rows.users) for x in self.drawn)
+            view = None
+        else:  # each instance's own context, in the step
+            view = self.context_view(step)
+            inter, iv, unint, uv = self.rrd_draw(view)
+        s = student_score(step, rows, torch.cat([inter, unint], dim=1))
+        s_i, s_j = s[:, : inter.shape[1]], s[:, inter.shape[1] :]
+        s_i = s_i.masked_fill(~iv, float("-inf"))
+        s_j = s_j.masked_fill(~uv, float("-inf"))
+        tail = torch.logcumsumexp(s_i.flip(1), dim=1).flip(1)  # log Σ_{l≥k} e^{s_l}
+        denom = torch.logaddexp(tail, torch.logsumexp(s_j, dim=1, keepdim=True))
+        with torch.no_grad():
+            if view is None:
+                rank = self.view.rank[rows.users[:, None], inter].float()
+                n = self.view.n_unobserved[rows.users].float()
+            else:
+                rank, n = view.rank.gather(1, inter).float(), view.n_unobserved.float()
+            v = iv.float()
+            pct = 100.0 * rank / n.clamp(min=1)[:, None]
+            step.log_stats(
+                sample_size=v.sum(1).mean() + uv.float().sum(1).mean(),
+                sample_rank_pct=(pct * v).sum() / v.sum().clamp(min=1),
+            )
+        return -torch.where(iv, s_i - denom, torch.zeros_like(s_i)).sum()
 
 
 DISTILLERS: tuple[type[Distiller], ...] = (RD, RDRank, CD, CDTG, CDSG, DERRD)
