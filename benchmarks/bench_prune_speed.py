@@ -11,7 +11,9 @@ structure.py) from a freshly initialised model and shrinks it with torch-pruning
 the sp/lth/ss pruners do at the end of training, with each `round_to` (1: the channel
 counts the fraction gives; 8: the pruners' default, the nearest multiple of 8 in every
 group of at least 32 channels). Latency: the best over `rounds` interleaved rounds of the
-median of timed forward passes in eval mode under no_grad.
+median of timed forward passes in eval mode under no_grad. The WRN runs in the
+channels_last memory format, dense and pruned alike, as the harness builds and trains
+it (`--layout contiguous` for the default format).
 """
 
 from __future__ import annotations
@@ -55,9 +57,12 @@ CASES = {
 }
 
 
-def pruned_models(build, shape, levels, round_tos) -> dict[tuple[float, int], tuple[torch.nn.Module, float]]:
+def pruned_models(
+    build, shape, levels, round_tos, channels_last: bool = False
+) -> dict[tuple[float, int], tuple[torch.nn.Module, float]]:
     """(level, round_to) -> (the shrunk model, the fraction of channels it lost); the
-    dense model under (0.0, 1)."""
+    dense model under (0.0, 1). channels_last: every model (the shrunk ones after
+    shrinking) in that memory format, as the harness builds and trains WRNs."""
     out = {}
     for level in levels:
         for r in round_tos if level > 0 else [1]:
@@ -68,13 +73,18 @@ def pruned_models(build, shape, levels, round_tos) -> dict[tuple[float, int], tu
                 masks = StructuredMasks(model, torch.randn(2, *shape))
                 masks.prune(model, level, r)
                 model, removed = masks.shrink(model).eval(), masks.removed_fraction
+            if channels_last:
+                model = model.to(memory_format=torch.channels_last)
             out[(level, r)] = (model, removed)
     return out
 
 
-def measure(key: str, levels, round_tos, repeats: int, rounds: int, ratios: dict[str, float]) -> None:
+def measure(
+    key: str, levels, round_tos, repeats: int, rounds: int, ratios: dict[str, float], layout: str
+) -> None:
     name, build, shape = CASES[key]
-    models = pruned_models(build, shape, levels, round_tos)
+    cl = layout == "channels_last" and len(shape) == 3  # (2-D images; the dcnn's 1-D convs stay)
+    models = pruned_models(build, shape, levels, round_tos, cl)
     print(f"\n{name}")
     print(
         f"  {'level':>6} {'round_to':>8} {'removed':>8} {'params':>10} {'FLOPs':>12} {'b1 ms':>9} "
@@ -82,6 +92,9 @@ def measure(key: str, levels, round_tos, repeats: int, rounds: int, ratios: dict
         f"{'ratio b1':>9} {'ratio b256':>11}"
     )
     x1, x256 = torch.randn(1, *shape), torch.randn(256, *shape)
+    if cl:
+        x1, x256 = (x.contiguous(memory_format=torch.channels_last) for x in (x1, x256))
+    print(f"  (memory format: {'channels_last' if cl else 'contiguous'})")
     # interleave the models' timings so machine noise hits them alike
     lat = {k: {"b1": [], "b256": []} for k in models}
     for _ in range(rounds):
@@ -119,6 +132,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best is kept")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--models", nargs="+", default=list(CASES), choices=list(CASES))
+    ap.add_argument(
+        "--layout",
+        choices=("channels_last", "contiguous"),
+        default="channels_last",
+        help="memory format of the image models (channels_last: as the harness builds WRNs)",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -126,7 +145,7 @@ def main() -> None:
     print(f"CPU inference of pruned models (round_to {args.round_to}); {hardware()}")
     ratios: dict[str, float] = {}
     for key in args.models:
-        measure(key, levels, args.round_to, args.repeats, args.rounds, ratios)
+        measure(key, levels, args.round_to, args.repeats, args.rounds, ratios, args.layout)
     emit("prune_speed", ratios)
 
 
