@@ -520,3 +520,46 @@ def test_cd_with_its_own_cf_term_never_computes_the_models_loss(cf_loss, compute
         teacher=teacher,
     )
     assert bool(calls) is computed
+
+
+def test_uniform_draw_by_rejection_is_sampling_without_replacement():
+    """The rejection draw (each row's k from its candidates, non-candidates and repeats
+    redrawn) against the law of a uniform k-subset, computed here: every candidate is
+    in the sample with probability k/n, every pair of candidates with k(k−1)/(n(n−1))
+    (with replacement it would be k²/n² less the repeats), no non-candidate and no
+    repeat ever, within the binomial spread over 20,000 rows; rows short of
+    candidates in the first round are drawn again (a narrow `width`)."""
+    from harness_recsys.teacher import draw_by_rejection
+
+    torch.manual_seed(0)
+    n_items, k, reps = 30, 6, 20000
+    pattern = torch.zeros(n_items, dtype=torch.bool)
+    pattern[[1, 2, 3, 5, 8, 13, 21, 22, 23, 24, 25, 29]] = True  # n = 12 candidates
+    n = int(pattern.sum())
+    candidates = pattern.repeat(reps, 1)
+    items, valid = draw_by_rejection(candidates, k, width=30)  # (~10% short: redrawn)
+    assert bool(valid.all()) and items.shape == (reps, k)
+    assert bool(pattern[items].all())  # candidates only
+    assert bool((items.sort(dim=1).values.diff(dim=1) > 0).all())  # no repeats
+    hits = torch.zeros(reps, n_items).scatter_(1, items, 1.0)
+    p1 = hits.mean(0)[pattern]
+    want1 = k / n
+    assert torch.all((p1 - want1).abs() <= 5 * math.sqrt(want1 * (1 - want1) / reps))
+    a, b = 2, 23
+    p2 = float((hits[:, a] * hits[:, b]).mean())
+    want2 = k * (k - 1) / (n * (n - 1))
+    assert abs(p2 - want2) <= 5 * math.sqrt(want2 * (1 - want2) / reps)
+
+
+def test_uniform_draw_takes_the_rejection_path_only_with_enough_candidates():
+    from harness_recsys.teacher import draw_uniform
+
+    torch.manual_seed(0)
+    many = torch.rand(40, 1000) < 0.5  # ≈ 500 candidates a row ≥ 4k
+    items, valid = draw_uniform(many, 20)
+    assert bool(valid.all()) and bool(many.gather(1, items).all())
+    few = torch.zeros(3, 100, dtype=torch.bool)
+    few[:, :5] = True  # 5 candidates < k: all of them, the rest invalid
+    items, valid = draw_uniform(few, 8)
+    assert valid.sum(1).tolist() == [5, 5, 5]
+    assert sorted(items[0][valid[0]].tolist()) == [0, 1, 2, 3, 4]

@@ -277,13 +277,13 @@ class RankingDistiller(Distiller):
         """Diagnostics of a sample: items per instance, and the mean teacher-rank
         percentile (100·rank/|I_u^-|) of the sampled items."""
         with torch.no_grad():
-            rank = sample.rank
-            if rank is None:
-                view = sample.view if sample.view is not None or self.per_user else self.context_view(step)
-                if view is None:
-                    rank = self.view.rank[rows.users[:, None], sample.items]
-                else:
-                    rank = view.rank.gather(1, sample.items)
+            rank = sample.rank  # (the teacher's rank of each sampled item)
+            if rank is None and sample.view is not None:
+                rank = sample.view.rank.gather(1, sample.items)
+            elif rank is None and self.per_user:
+                rank = self.view.rank[rows.users[:, None], sample.items]
+            elif rank is None:  # (a context model's sample made without the teacher: CD-SG)
+                rank = self.context_view(step).rank.gather(1, sample.items)
             n = self.n_unobserved.index_select(0, rows.users)
             pct = 100.0 * rank.float() / n.clamp(min=1)[:, None].float()
             v = sample.valid.float()

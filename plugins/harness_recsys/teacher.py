@@ -30,6 +30,7 @@ as many positions are ranked and drawn as the scan needs (`scan`).
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -235,13 +236,56 @@ def draw(weights: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def draw_uniform(candidates: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`draw(candidates.float(), k)` without its logarithms: with equal weights the
-    Gumbel keys −log(−log u) order the candidates as u itself does, so the k largest
-    uniforms among each row's candidates are the same sample from the same draws."""
-    k = max(1, min(k, candidates.shape[1]))
+    """k of each row's candidates (`candidates` [B, N] bool) uniformly without
+    replacement; rows with fewer than k get all they have. Returns items [B, k] and
+    valid [B, k].
+
+    When the rows have enough candidates that about 2k + 16 of them are met in a
+    quarter of the catalogue's draws, by rejection (`draw_by_rejection`: a few draws
+    per sampled item instead of a uniform for every item of the catalogue); else as
+    `draw(candidates.float(), k)` without its logarithms: with equal weights the Gumbel
+    keys −log(−log u) order the candidates as u itself does, so the k largest uniforms
+    among each row's candidates are that sample."""
+    n_items = candidates.shape[1]
+    k = max(1, min(k, n_items))
+    fewest = int(candidates.sum(dim=1).min())
+    width = math.ceil((2 * k + 16) * n_items / max(fewest, 1))
+    if fewest >= 4 * k and 4 * width <= n_items:
+        drawn = draw_by_rejection(candidates, k, width)
+        if drawn is not None:
+            return drawn
     u = torch.rand(candidates.shape, device=candidates.device).clamp_(min=1e-20)
     items = u.masked_fill_(~candidates, -1.0).topk(k, dim=1).indices
     return items, candidates.gather(1, items)
+
+
+def draw_by_rejection(candidates: torch.Tensor, k: int, width: int | None = None):
+    """k candidates per row uniformly without replacement, by successive uniform draws
+    over the whole row with the non-candidates and repeats rejected (each accepted
+    draw is uniform over the candidates not yet drawn: sampling without replacement),
+    for all rows at once: `width` draws per row (default 2k + 16), the first k accepted
+    kept in draw order. Rows that accept fewer than k are drawn again by the same rule,
+    so the law is the same for every row. Returns (items [B, k], valid [B, k] all
+    True), or None after 8 rounds if some row still falls short."""
+    rows, n = candidates.shape
+    width = width or 2 * k + 16
+    out = torch.zeros((rows, k), dtype=torch.long, device=candidates.device)
+    todo = torch.arange(rows, device=candidates.device)
+    for _ in range(8):
+        items = torch.randint(0, n, (len(todo), width), device=candidates.device)
+        ok = candidates.index_select(0, todo).gather(1, items)
+        ranked, order = items.sort(dim=1, stable=True)  # (a repeat sorts after its first draw)
+        repeat = torch.zeros_like(ok)
+        repeat[:, 1:] = ranked[:, 1:] == ranked[:, :-1]
+        ok &= ~torch.zeros_like(ok).scatter_(1, order, repeat)
+        done = ok.sum(dim=1) >= k
+        if bool(done.any()):
+            kept, _ = first_accepted(ok[done], items[done], k)
+            out[todo[done]] = kept[:, :k]
+            todo = todo[~done]
+        if len(todo) == 0:
+            return out, torch.ones_like(out, dtype=torch.bool)
+    return None
 
 
 def uniform_unobserved(trained: torch.Tensor, users: torch.Tensor, n: int) -> torch.Tensor:
