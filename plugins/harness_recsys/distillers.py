@@ -126,6 +126,9 @@ class Sample:
     scores: torch.Tensor | None = None
     rank: torch.Tensor | None = None
     view: TeacherView | None = None
+    #: [R, 2] per row: the sample's size and the sum of its items' teacher-rank
+    #: percentiles (the diagnostics, kept with a per-epoch draw)
+    stats: torch.Tensor | None = None
 
 
 def term_rows(batch: dict[str, torch.Tensor], model: nn.Module) -> Rows:
@@ -133,7 +136,12 @@ def term_rows(batch: dict[str, torch.Tensor], model: nn.Module) -> Rows:
     model's scores do: `user_only`); the batch's rows otherwise."""
     users = batch["user"]
     if getattr(model, "user_only", False):
-        unique, counts = torch.unique(users, return_counts=True)
+        if int(users.max()) < 16 * len(users):  # (few ids: a count, not torch.unique's sort)
+            counts = torch.bincount(users)
+            unique = torch.nonzero(counts).flatten()
+            counts = counts[unique]
+        else:
+            unique, counts = torch.unique(users, return_counts=True)
         if len(unique) < len(users):
             return Rows({"user": unique}, unique, counts.float() / len(users))
     return Rows(batch, users)
@@ -258,9 +266,18 @@ class RankingDistiller(Distiller):
         if self._table_key != key:
             everyone = torch.arange(len(self.trained), device=self.trained.device)
             items, valid = rank_sample(self.view, how, ks(everyone), law, gamma)
-            self._table = (items, valid, self.view.scores.gather(1, items), self.view.rank.gather(1, items))
+            rank = self.view.rank.gather(1, items)
+            stats = self.sample_stats(everyone, rank, valid)
+            self._table = (items, valid, self.view.scores.gather(1, items), rank, None, stats)
             self._table_key = key
-        return Sample(*(x.index_select(0, rows.users) for x in self._table))
+        return Sample(*(None if x is None else x.index_select(0, rows.users) for x in self._table))
+
+    def sample_stats(self, users: torch.Tensor, rank: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """[R, 2] each row's sample size and sum of its items' teacher-rank percentiles
+        (100·rank/|I_u^-|)."""
+        n = self.n_unobserved.index_select(0, users).clamp(min=1)[:, None].float()
+        v = valid.float()
+        return torch.stack([v.sum(1), (100.0 * rank.float() / n * v).sum(1)], dim=1)
 
     def teacher_scores(self, step: Step, rows: Rows, sample: Sample) -> torch.Tensor:
         """[R, k] the teacher's scores of the sampled items."""
@@ -277,20 +294,18 @@ class RankingDistiller(Distiller):
         """Diagnostics of a sample: items per instance, and the mean teacher-rank
         percentile (100·rank/|I_u^-|) of the sampled items."""
         with torch.no_grad():
-            rank = sample.rank  # (the teacher's rank of each sampled item)
-            if rank is None and sample.view is not None:
-                rank = sample.view.rank.gather(1, sample.items)
-            elif rank is None and self.per_user:
-                rank = self.view.rank[rows.users[:, None], sample.items]
-            elif rank is None:  # (a context model's sample made without the teacher: CD-SG)
-                rank = self.context_view(step).rank.gather(1, sample.items)
-            n = self.n_unobserved.index_select(0, rows.users)
-            pct = 100.0 * rank.float() / n.clamp(min=1)[:, None].float()
-            v = sample.valid.float()
-            size = rows.mean(v.sum(1))
-            step.log_stats(
-                sample_size=size, sample_rank_pct=rows.mean((pct * v).sum(1)) / size.clamp(min=1e-12)
-            )
+            stats = sample.stats
+            if stats is None:
+                rank = sample.rank  # (the teacher's rank of each sampled item)
+                if rank is None and sample.view is not None:
+                    rank = sample.view.rank.gather(1, sample.items)
+                elif rank is None and self.per_user:
+                    rank = self.view.rank[rows.users[:, None], sample.items]
+                elif rank is None:  # (a context model's sample made without the teacher: CD-SG)
+                    rank = self.context_view(step).rank.gather(1, sample.items)
+                stats = self.sample_stats(rows.users, rank, sample.valid)
+            size = rows.mean(stats[:, 0])
+            step.log_stats(sample_size=size, sample_rank_pct=rows.mean(stats[:, 1]) / size.clamp(min=1e-12))
 
 
 # --------------------------------------------------------------------------- RD
