@@ -14,8 +14,12 @@ per-image transforms), so the ratio measures the training step alone. Each metho
 harness and reference epochs are timed interleaved in the same run.
 
 The images are random uint8 tensors in CIFAR's layout (speed does not depend on their
-content); the same script runs on a GPU. The last line is JSON:
-{"bench": "cifar_epoch", "hardware": ..., "ratios": {"plain": x, "kd": y, "sad": z}}.
+content); the same script runs on a GPU. Each method's harness is also timed with the
+grid option train.compile (torch.compile of the distiller's loss; docs/models.md): its
+compile time (its first epoch over its median epoch) is printed on its own line and
+left out of its images/s. The last line is JSON: {"bench": "cifar_epoch", "hardware":
+..., "ratios": {"plain": x, "plain/compiled": x', "kd": y, "kd/compiled": y', "sad": z,
+"sad/compiled": z'}}.
 """
 
 from __future__ import annotations
