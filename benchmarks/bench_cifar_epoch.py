@@ -14,8 +14,12 @@ per-image transforms), so the ratio measures the training step alone. Each metho
 harness and reference epochs are timed interleaved in the same run.
 
 The images are random uint8 tensors in CIFAR's layout (speed does not depend on their
-content); the same script runs on a GPU. The last line is JSON:
-{"bench": "cifar_epoch", "hardware": ..., "ratios": {"plain": x, "kd": y, "sad": z}}.
+content); the same script runs on a GPU. Each method's harness is also timed with the
+grid option train.compile (torch.compile of the distiller's loss; docs/models.md): its
+compile time (its first epoch over its median epoch) is printed on its own line and
+left out of its images/s. The last line is JSON: {"bench": "cifar_epoch", "hardware":
+..., "ratios": {"plain": x, "plain/compiled": x', "kd": y, "kd/compiled": y', "sad": z,
+"sad/compiled": z'}}.
 """
 
 from __future__ import annotations
@@ -108,8 +112,10 @@ def reference(method, x, y, teacher, batch_size, device):
     return epoch
 
 
-def harness(method, data, teacher, batch_size, device):
-    """One epoch's closure of the harness's training (train_model)."""
+def harness(method, data, teacher, batch_size, device, compiled=False):
+    """One epoch's closure of the harness's training (train_model); with `compiled`,
+    the grid option train.compile (torch.compile of the teacher's forward and the
+    distiller's loss)."""
     task = get_task("classification")
     torch.manual_seed(0)
     student = WRNFactory(**WRNFactory.resolve_params({"depth": 16, "widen": 2}, "bench")).build(data)
@@ -117,7 +123,8 @@ def harness(method, data, teacher, batch_size, device):
     distiller = METHODS[method]()
     extra = list(distiller.setup(teacher, student, data, data.prepare(data.train.head(64))))
     gen = torch.Generator().manual_seed(0)
-    return lambda: train_model(student, data, task, CFG, 1, batch_size, gen, distiller, teacher, extra)
+    cfg = CFG | {"compile": compiled}
+    return lambda: train_model(student, data, task, cfg, 1, batch_size, gen, distiller, teacher, extra)
 
 
 def data_share(data, batch_size, device, repeats):
@@ -159,10 +166,15 @@ def main() -> None:
             torch.cuda.reset_peak_memory_stats()
         fns = {
             "harness": harness(method, data, t_harness, args.batch_size, dev),
+            "harness/compiled": harness(method, data, t_harness, args.batch_size, dev, compiled=True),
             "reference": reference(method, x, y, t_ref, args.batch_size, dev),
         }
-        for fn in fns.values():  # warm-up epoch
+        first_epoch = {}
+        for name, fn in fns.items():  # warm-up epoch (the compiled one compiles in it)
+            t0 = time.perf_counter()
             fn()
+            sync(dev)
+            first_epoch[name] = time.perf_counter() - t0
 
         def timed(fn):
             return lambda: (fn(), sync(dev))
@@ -171,10 +183,17 @@ def main() -> None:
         med = {k: statistics.median(v) for k, v in times.items()}
         first = first or med["harness"]
         ratios[method] = round(med["reference"] / med["harness"], 3)
+        ratios[f"{method}/compiled"] = round(med["reference"] / med["harness/compiled"], 3)
         print(
             f"  {method:<6} harness {n / med['harness']:7.1f} images/s   "
             f"reference {n / med['reference']:7.1f} images/s   ratio {ratios[method]:5.2f}   "
             f"(harness cost over plain {med['harness'] / first:4.2f}x; peak {peak_mib(dev):.0f} MiB)"
+        )
+        print(
+            f"  {method + '/c':<6} harness {n / med['harness/compiled']:7.1f} images/s   "
+            f"(train.compile)             ratio {ratios[f'{method}/compiled']:5.2f}   "
+            f"compile time {first_epoch['harness/compiled'] - med['harness/compiled']:.1f} s "
+            "(first epoch over a compiled epoch; not in images/s)"
         )
     d = data_share(data, args.batch_size, dev, args.repeats)
     print(

@@ -71,6 +71,11 @@ TRAIN = {
     "milestones": Param([], "epochs at which the learning rate is multiplied by gamma", type=list),
     "gamma": Param(0.1, "learning-rate decay factor at each milestone"),
     "grad_clip": Param(None, "clip the gradient norm to this value", type=float),
+    "compile": Param(
+        False,
+        "torch.compile (inductor) the distiller's loss in training (same results within "
+        "float rounding; costs compile time once per process)",
+    ),
 }
 
 ENERGY = {

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from .errors import UsageError
@@ -31,6 +31,11 @@ from .errors import UsageError
 #: the record but left out of the cell's id, so changing them does not rerun cells.
 NOT_HASHED = ("energy",)
 
+#: Options added to a section after stores existed, left out of the id while they hold
+#: this value (their default), so that existing cells keep their ids; a cell that sets
+#: one otherwise gets a new id. (section, option) -> default.
+HASHED_UNLESS_DEFAULT = {("train", "compile"): False, ("teacher_train", "compile"): False}
+
 
 def canonical(obj: Any) -> str:
     """The JSON text hashed for ids: sorted keys, no spaces."""
@@ -38,15 +43,24 @@ def canonical(obj: Any) -> str:
 
 
 def config_id(config: dict[str, Any]) -> str:
-    """Hash of what a cell's config computes: NOT_HASHED sections and the presentational
-    "shown" lists (which options a grid spelled out) are left out, so spelling out a
-    default gives the same id."""
+    """Hash of what a cell's config computes: NOT_HASHED sections, the presentational
+    "shown" lists (which options a grid spelled out) and HASHED_UNLESS_DEFAULT options at
+    their default are left out, so spelling out a default gives the same id."""
     hashed = {
-        k: ({kk: vv for kk, vv in v.items() if kk != "shown"} if isinstance(v, dict) else v)
+        k: ({kk: vv for kk, vv in v.items() if not _unhashed(k, kk, vv)} if isinstance(v, dict) else v)
         for k, v in config.items()
         if k not in NOT_HASHED
     }
     return hashlib.sha256(canonical(hashed).encode()).hexdigest()[:16]
+
+
+def _unhashed(section: str, key: str, value: Any) -> bool:
+    if key == "shown":
+        return True
+    if (section, key) not in HASHED_UNLESS_DEFAULT:
+        return False
+    default = HASHED_UNLESS_DEFAULT[(section, key)]
+    return value == default and type(value) is type(default)
 
 
 # --------------------------------------------------------------------------- frozen values
@@ -97,12 +111,14 @@ def thaw(value: Any) -> Any:
 # --------------------------------------------------------------------------- parts
 
 
-def _take(where: str, names: list[str], value: Any) -> dict[str, Any]:
+def _take(where: str, names: list[str], value: Any, defaults: dict[str, Any] | None = None) -> dict[str, Any]:
     """`value` (a mapping with exactly the keys `names`) frozen, or a one-line error
-    naming the section and the field."""
+    naming the section and the field. A field in `defaults` may be missing (a config
+    written before the field existed): it takes that default."""
     if not isinstance(value, dict):
         raise UsageError(f"cell spec: {where}: expected a mapping of {', '.join(names)}, got {value!r}")
     unknown = [k for k in value if k not in names]
+    value = {**(defaults or {}), **value}
     missing = [k for k in names if k not in value]
     if unknown:
         raise UsageError(f"cell spec: {where}: unknown field {unknown[0]!r} (fields: {', '.join(names)})")
@@ -159,6 +175,7 @@ class Regime:
     milestones: FrozenList
     gamma: float
     grad_clip: float | None
+    compile: bool = False
 
 
 @dataclass(frozen=True)
@@ -212,7 +229,8 @@ class CellSpec:
         kwargs = _take("config", list(SECTIONS), config)
         for name, typ in SECTIONS.items():
             if typ is not None:
-                kwargs[name] = typ(**_take(name, [f.name for f in fields(typ)], config[name]))
+                defaults = {f.name: f.default for f in fields(typ) if f.default is not MISSING}
+                kwargs[name] = typ(**_take(name, [f.name for f in fields(typ)], config[name], defaults))
         if not isinstance(config["task"], str):
             raise UsageError(f"cell spec: task: expected a name, got {config['task']!r}")
         if not isinstance(config["seed"], int) or isinstance(config["seed"], bool):

@@ -94,3 +94,21 @@ def test_a_bad_field_is_a_one_line_error_naming_it():
         CellSpec.from_config(missing)
     with pytest.raises(UsageError, match="seed: expected an int"):
         CellSpec.from_config({**config, "seed": "0"})
+
+
+def test_train_compile_at_its_default_keeps_ids_and_old_configs_load():
+    # train.compile came after stores existed: false (spelled out or not) keeps the id a
+    # config without it had, true gives a new one, and a stored config that lacks it
+    # loads as false
+    from harness.runner.teacher import teacher_key
+
+    spec = load_grid(Path("grids/quick.yaml"), get_registry()).cells[0].spec
+    config = spec.to_config()
+    assert config["train"]["compile"] is False
+    old = {**config, "train": {k: v for k, v in config["train"].items() if k != "compile"}}
+    loaded = CellSpec.from_config(old)
+    assert loaded.train.compile is False and loaded.id == spec.id == cell_id(old)
+    on = {**config, "train": {**config["train"], "compile": True}}
+    on["teacher_train"] = {**config["teacher_train"], "compile": True}
+    assert CellSpec.from_config(on).id != spec.id
+    assert teacher_key(CellSpec.from_config(on)) == teacher_key(spec)  # a teacher has no distiller

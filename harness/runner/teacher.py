@@ -35,7 +35,9 @@ from .train import train_model
 
 def teacher_key(spec: CellSpec) -> str:
     """The teacher cache's key: what the teacher's training depends on, and nothing of
-    the student's."""
+    the student's. (`compile` is left out: it compiles a distiller's loss, and a
+    teacher trains without one.)"""
+    train = {k: v for k, v in spec.to_config()["teacher_train"].items() if k != "compile"}
     key = {
         "dataset": {"name": spec.dataset.name, "params": spec.dataset.params},
         "task": spec.task,
@@ -43,7 +45,7 @@ def teacher_key(spec: CellSpec) -> str:
         "seed": spec.seed,
         "epochs": spec.budget.teacher_epochs,
         "batch_size": spec.budget.batch_size,
-        "train": spec.to_config()["teacher_train"],
+        "train": train,
     }
     return hashlib.sha256(canonical(key).encode()).hexdigest()[:16]
 

@@ -66,6 +66,8 @@ class _Pass:
     teacher: nn.Module | None
     use_teacher: bool
     extra: list[nn.Parameter]
+    #: the distiller's loss, compiled when the regime says so (`_compiled_loss`)
+    distill_loss: Callable[[Step], torch.Tensor] | None = None
 
 
 def train_model(
@@ -117,7 +119,7 @@ def train_model(
     aug.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
     run = _Pass(
         data, task, regime, epochs, batch_size, generator, aug, task.train_split(model), distiller, teacher,
-        use_teacher, extra,
+        use_teacher, extra, _compiled_loss(regime, distiller),
     )  # fmt: skip
     opt = make_optimizer(list(model.parameters()) + extra, regime)
     metric = next(m for m in task.metrics if m.name == task.primary)
@@ -147,6 +149,16 @@ def train_model(
             if tap:
                 tap.close()
     return best[1] if best is not None else model
+
+
+def _compiled_loss(regime: Regime, distiller: Distiller | None) -> Callable[[Step], torch.Tensor] | None:
+    """The distiller's loss as a step calls it: compiled by torch.compile (inductor) when
+    `regime.compile`, else the plain method. Only the loss: compiling the student made its
+    step slower on CPU, and the teacher's forward hooks (FeatureTap) are not guarded by
+    dynamo, so a compiled teacher would keep a stale tap (docs/models.md)."""
+    if distiller is None:
+        return None
+    return torch.compile(distiller.loss) if regime.compile else distiller.loss
 
 
 def _keep_best(
@@ -192,7 +204,7 @@ def _train_epoch(
         else:  # (the task loss computed when the distiller reads it: Step.task_loss)
             task_loss = functools.partial(run.task.train_loss, model, batch, out)
             step = _distill_step(run, model, batch, out, task_loss, epoch, s_tap, t_tap)
-            loss = run.distiller.loss(step)
+            loss = run.distill_loss(step)
             logged.add(step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
