@@ -41,8 +41,11 @@ from .kd import kd_term
 
 
 def gap(f: torch.Tensor) -> torch.Tensor:
-    """[B, C, ...] -> [B, C] (mean over the spatial axes); [B, H] stays."""
-    return f if f.dim() == 2 else f.flatten(2).mean(2)
+    """[B, C, ...] -> [B, C] (mean over the spatial axes); [B, H] stays. (A mean over
+    the axes, not over `flatten(2)`: flattening a channels_last map copies it, and the
+    copy's gradient comes back in the default layout, which makes every elementwise
+    backward op of the student's blocks mix layouts.)"""
+    return f if f.dim() == 2 else f.mean(dim=tuple(range(2, f.dim())))
 
 
 def value_map(f: torch.Tensor) -> torch.Tensor:
