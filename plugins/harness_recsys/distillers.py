@@ -267,15 +267,16 @@ class RankingDistiller(Distiller):
             everyone = torch.arange(len(self.trained), device=self.trained.device)
             items, valid = rank_sample(self.view, how, ks(everyone), law, gamma)
             rank = self.view.rank.gather(1, items)
-            stats = self.sample_stats(everyone, rank, valid)
+            stats = self.sample_stats(self.n_unobserved, rank, valid)
             self._table = (items, valid, self.view.scores.gather(1, items), rank, None, stats)
             self._table_key = key
         return Sample(*(None if x is None else x.index_select(0, rows.users) for x in self._table))
 
-    def sample_stats(self, users: torch.Tensor, rank: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def sample_stats(n_unobserved: torch.Tensor, rank: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """[R, 2] each row's sample size and sum of its items' teacher-rank percentiles
-        (100·rank/|I_u^-|)."""
-        n = self.n_unobserved.index_select(0, users).clamp(min=1)[:, None].float()
+        (100·rank/|I_u^-|), given the rows' |I_u^-| [R]."""
+        n = n_unobserved.clamp(min=1)[:, None].float()
         v = valid.float()
         return torch.stack([v.sum(1), (100.0 * rank.float() / n * v).sum(1)], dim=1)
 
@@ -303,7 +304,7 @@ class RankingDistiller(Distiller):
                     rank = self.view.rank[rows.users[:, None], sample.items]
                 elif rank is None:  # (a context model's sample made without the teacher: CD-SG)
                     rank = self.context_view(step).rank.gather(1, sample.items)
-                stats = self.sample_stats(rows.users, rank, sample.valid)
+                stats = self.sample_stats(self.n_unobserved.index_select(0, rows.users), rank, sample.valid)
             size = rows.mean(stats[:, 0])
             step.log_stats(sample_size=size, sample_rank_pct=rows.mean(stats[:, 1]) / size.clamp(min=1e-12))
 
@@ -625,7 +626,8 @@ class DERRD(RankingDistiller):
     def rrd_draw(self, view: TeacherView) -> tuple[torch.Tensor, ...]:
         """For every row of `view`: K interesting items (from the top N_max with
         p(r) ∝ exp(−r/T), in teacher order) and L uninteresting ones (uniform from the
-        rest), each with its validity."""
+        rest), each with its validity, and the interesting items' diagnostics
+        (`sample_stats`)."""
         hp = self.hparams
         n_max = min(int(hp["n_max"]), view.order.shape[1] - 1)
         top = view.order[:, :n_max]  # teacher's top items (unobserved first)
@@ -639,7 +641,8 @@ class DERRD(RankingDistiller):
         if bool(few.any()):  # fewer unobserved items than N_max: the ones not drawn
             fallback = (view.rank > 0).scatter(1, interesting, False)
             rest = torch.where(few[:, None], fallback, rest)
-        return (interesting, interesting_valid, *draw_uniform(rest, int(hp["L"])))
+        stats = self.sample_stats(view.n_unobserved, view.rank.gather(1, interesting), interesting_valid)
+        return (interesting, interesting_valid, *draw_uniform(rest, int(hp["L"])), stats)
 
     def tau(self, epoch: int, epochs: int) -> float:
         """The official T_annealing: from 1 at the first epoch to 1e-10 at the last,
@@ -686,29 +689,19 @@ class DERRD(RankingDistiller):
             if self.epoch_drawn != step.epoch:  # once per epoch, as the official URRD_sampling
                 self.drawn = self.rrd_draw(self.view)
                 self.epoch_drawn = step.epoch
-            inter, iv, unint, uv = (x.index_select(0, rows.users) for x in self.drawn)
-            view = None
+            inter, iv, unint, uv, stats = (x.index_select(0, rows.users) for x in self.drawn)
         else:  # each instance's own context, in the step
-            view = self.context_view(step)
-            inter, iv, unint, uv = self.rrd_draw(view)
+            inter, iv, unint, uv, stats = self.rrd_draw(self.context_view(step))
         s = student_score(step, rows, torch.cat([inter, unint], dim=1))
         s_i, s_j = s[:, : inter.shape[1]], s[:, inter.shape[1] :]
         s_i = s_i.masked_fill(~iv, float("-inf"))
         s_j = s_j.masked_fill(~uv, float("-inf"))
         tail = torch.logcumsumexp(s_i.flip(1), dim=1).flip(1)  # log Σ_{l≥k} e^{s_l}
         denom = torch.logaddexp(tail, torch.logsumexp(s_j, dim=1, keepdim=True))
-        with torch.no_grad():
-            if view is None:
-                rank = self.view.rank[rows.users[:, None], inter].float()
-                n = self.view.n_unobserved[rows.users].float()
-            else:
-                rank, n = view.rank.gather(1, inter).float(), view.n_unobserved.float()
-            v = iv.float()
-            pct = 100.0 * rank / n.clamp(min=1)[:, None]
-            step.log_stats(
-                sample_size=v.sum(1).mean() + uv.float().sum(1).mean(),
-                sample_rank_pct=(pct * v).sum() / v.sum().clamp(min=1),
-            )
+        step.log_stats(
+            sample_size=stats[:, 0].mean() + uv.float().sum(1).mean(),
+            sample_rank_pct=stats[:, 1].sum() / stats[:, 0].sum().clamp(min=1),
+        )
         return -torch.where(iv, s_i - denom, torch.zeros_like(s_i)).sum()
 
 

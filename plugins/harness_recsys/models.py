@@ -139,9 +139,9 @@ class TwoTower(Ranker, ABC):
         return u @ self.all_item_repr().T + self.item_bias(torch.arange(self.n_items, device=u.device))
 
     def forward(self, batch):
-        return self.user_repr(batch) @ self.all_item_repr().T + self.item_bias(
-            torch.arange(self.n_items, device=batch["user"].device)
-        )
+        # (the two-tower product itself, not `self.logits`: CDAE's training logits are
+        # RecBole's addmm, and its evaluation keeps the arithmetic it always had)
+        return TwoTower.logits(self, self.user_repr(batch))
 
     def score(self, batch, items, state: StepState | None = None):
         """[B, K] scores of `items`; with the step's `state` (from `encode`), from its
