@@ -16,6 +16,7 @@ import yaml
 from harness.api import DataBundle, Step, TensorSplit
 from harness.cli import main
 from harness.errors import UsageError
+from harness_distill import sad
 from harness_distill.sad import SAD, Attention, sad_attention_loss, sad_attention_loss_per_layer, value_map
 from harness_vision import cifar
 from harness_vision.cifar import Cifar100, augment_batch, crop_flip, normalise_batch, transform_batch
@@ -160,6 +161,25 @@ def test_channels_last_trains_as_the_default_layout():
     assert sgd_steps(fast, x_cl, y) == pytest.approx(sgd_steps(plain, x, y), rel=1e-5)
     for (name, a), b in zip(fast.state_dict().items(), plain.state_dict().values(), strict=True):
         assert torch.allclose(a, b, atol=1e-5), name
+
+
+def test_sad_pools_channels_last_maps_to_the_same_values_with_channels_last_gradients():
+    # a student's channels_last feature must get its SAD gradient in channels_last: a
+    # default-layout one beside its convolutions' makes the block's backward mix layouts
+    torch.manual_seed(0)
+    f0 = torch.randn(4, 8, 6, 6)
+    for f in (f0, f0.contiguous(memory_format=torch.channels_last)):
+        f = f.clone().requires_grad_()
+        # bit for bit what the mean over the axes gives on the same map
+        assert torch.equal(sad.gap(f), f.detach().mean(dim=(2, 3)))
+        assert torch.equal(sad.value_map(f), f.detach().pow(2).mean(1))
+        loss = (sad.gap(f) * torch.arange(8.0)).sum() + sad.value_map(f).square().sum()
+        (grad,) = torch.autograd.grad(loss, f)
+        fmt = torch.channels_last if f.stride(1) == 1 else torch.contiguous_format
+        assert grad.is_contiguous(memory_format=fmt)
+        f_ref = f0.clone().requires_grad_()
+        ref = (f_ref.mean(dim=(2, 3)) * torch.arange(8.0)).sum() + f_ref.pow(2).mean(1).square().sum()
+        torch.testing.assert_close(grad, torch.autograd.grad(ref, f_ref)[0])
 
 
 def test_batched_sad_loss_matches_the_per_layer_one():

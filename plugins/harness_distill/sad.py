@@ -40,18 +40,37 @@ from harness.errors import CellError, UsageError
 from .kd import kd_term
 
 
+def channels_last(f: torch.Tensor) -> bool:
+    """Whether `f` is a [B, C, H, W] map stored channels_last (C fastest in memory)."""
+    return f.dim() == 4 and f.is_contiguous(memory_format=torch.channels_last) and not f.is_contiguous()
+
+
 def gap(f: torch.Tensor) -> torch.Tensor:
-    """[B, C, ...] -> [B, C] (mean over the spatial axes); [B, H] stays. (A mean over
-    the axes, not over `flatten(2)`: flattening a channels_last map copies it, and the
-    copy's gradient comes back in the default layout, which makes every elementwise
-    backward op of the student's blocks mix layouts.)"""
-    return f if f.dim() == 2 else f.mean(dim=tuple(range(2, f.dim())))
+    """[B, C, ...] -> [B, C] (mean over the spatial axes); [B, H] stays.
+
+    A channels_last map is averaged through its [B, H, W, C] view, whose backward gives
+    the map's gradient in channels_last too; the mean over axes 2, 3 (and `flatten(2)`,
+    which copies the map) give it in the default layout. The student's feature then
+    receives a default-layout gradient beside its convolutions' channels_last ones, and
+    their sum and every elementwise backward op of the block after it mix layouts, which
+    on a CPU is several times slower than either layout alone (benchmarks/README.md).
+    Same values, bit for bit (tests/test_vision.py)."""
+    if f.dim() == 2:
+        return f
+    if channels_last(f):
+        return f.permute(0, 2, 3, 1).mean(dim=(1, 2))
+    return f.mean(dim=tuple(range(2, f.dim())))
 
 
 def value_map(f: torch.Tensor) -> torch.Tensor:
     """The spatial map whose normalised form is compared: mean over channels of F^2,
-    [B, *spatial]; for [B, H] the squared units, [B, H]."""
-    return f.pow(2) if f.dim() == 2 else f.pow(2).mean(1)
+    [B, *spatial]; for [B, H] the squared units, [B, H]. (A channels_last map through
+    its [B, H, W, C] view, for the reason `gap` gives.)"""
+    if f.dim() == 2:
+        return f.pow(2)
+    if channels_last(f):
+        return f.permute(0, 2, 3, 1).pow(2).mean(-1)
+    return f.pow(2).mean(1)
 
 
 def resample(v: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
