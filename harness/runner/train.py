@@ -19,6 +19,7 @@ from tqdm import tqdm
 from ..api import DataBundle, Distiller, FeatureTap, Step, copy_model
 from ..errors import CellError
 from ..grid import TRAIN
+from ..memory import retain_freed_memory
 from ..spec import Regime, freeze
 from ..tasks import Task
 
@@ -96,8 +97,10 @@ def train_model(
     stopping by model selection; the budget is still spent in full).
     start_epoch: where the learning-rate schedule starts (e.g. a later round of a
     pruning schedule that continues one schedule across rounds).
-    Raises CellError when the loss becomes NaN or infinite.
+    Raises CellError when the loss becomes NaN or infinite. From the first training on,
+    the process keeps freed memory for reuse (harness/memory.py).
     """
+    retain_freed_memory()
     regime = as_regime(cfg)
     needs = distiller.needs if distiller is not None else frozenset()
     want_features = "features" in needs
