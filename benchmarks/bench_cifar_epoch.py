@@ -10,8 +10,13 @@ SAD code's loop): plain torch.nn models in the default memory format, the studen
 forward and backward, the teacher's forward under torch.no_grad(), torch.optim.SGD with
 its defaults, SAD's attention loss one teacher layer at a time. It gets
 the harness's batched uint8 augmentation on the device (cheaper than a DataLoader of
-per-image transforms), so the ratio measures the training step alone. Each method's
-harness and reference epochs are timed interleaved in the same run.
+per-image transforms), so the ratio measures the training step alone. It runs in a
+process of its own, as a paper's script does: the harness keeps freed memory in its
+process while it trains (harness/memory.py), and in a shared process the reference would
+inherit that. Each method's harness and reference epochs are timed interleaved in the
+same run, round after round, one process waiting while the other runs; a ratio is the
+median over rounds of the round's reference ÷ harness epoch time, printed with the
+rounds' range in brackets (the machine's noise, seen directly).
 
 The images are random uint8 tensors in CIFAR's layout (speed does not depend on their
 content); the same script runs on a GPU. Each method's harness is also timed with the
@@ -25,6 +30,8 @@ left out of its images/s. The last line is JSON: {"bench": "cifar_epoch", "hardw
 from __future__ import annotations
 
 import argparse
+import contextlib
+import multiprocessing
 import resource
 import statistics
 import time
@@ -58,7 +65,7 @@ def sync(device: str) -> None:
 
 
 def peak_mib(device: str) -> float:
-    """CUDA's peak allocation, or the process's peak RSS (cumulative over methods)."""
+    """CUDA's peak allocation, or the harness process's peak RSS (cumulative over methods)."""
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
@@ -127,6 +134,40 @@ def harness(method, data, teacher, batch_size, device, compiled=False):
     return lambda: train_model(student, data, task, cfg, 1, batch_size, gen, distiller, teacher, extra)
 
 
+def paired_ratio(reference: list[float], harness: list[float]) -> tuple[float, tuple[float, float]]:
+    """The median over rounds of reference ÷ harness epoch time, each round's two epochs
+    run one after the other (so a slow spell of the shared machine hits both), and the
+    range of the rounds' ratios."""
+    per_round = [r / h for r, h in zip(reference, harness, strict=True)]
+    return round(statistics.median(per_round), 3), (min(per_round), max(per_round))
+
+
+def timed(fn, device):
+    return lambda: (fn(), sync(device))
+
+
+def report(method, n, times, first_epoch, first, ratios, spread, device) -> float:
+    """Print a method's two lines (into `ratios` and `spread`); the plain harness epoch."""
+    med = {k: statistics.median(v) for k, v in times.items()}
+    first = first or med["harness"]
+    for name, key in ((method, "harness"), (f"{method}/compiled", "harness/compiled")):
+        ratios[name], spread[name] = paired_ratio(times["reference"], times[key])
+    print(
+        f"  {method:<6} harness {n / med['harness']:7.1f} images/s   "
+        f"reference {n / med['reference']:7.1f} images/s   ratio {ratios[method]:5.2f} "
+        f"[{spread[method][0]:.2f}-{spread[method][1]:.2f}]   "
+        f"(harness cost over plain {med['harness'] / first:4.2f}x; peak {peak_mib(device):.0f} MiB)"
+    )
+    c = f"{method}/compiled"
+    print(
+        f"  {method + '/c':<6} harness {n / med['harness/compiled']:7.1f} images/s   "
+        f"(train.compile)             ratio {ratios[c]:5.2f} [{spread[c][0]:.2f}-{spread[c][1]:.2f}]   "
+        f"compile time {first_epoch['harness/compiled'] - med['harness/compiled']:.1f} s "
+        "(first epoch over a compiled epoch; not in images/s)"
+    )
+    return first
+
+
 def data_share(data, batch_size, device, repeats):
     aug = torch.Generator(device=device).manual_seed(0)
     gen = torch.Generator().manual_seed(0)
@@ -141,6 +182,50 @@ def data_share(data, batch_size, device, repeats):
     return best
 
 
+def images(n: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """n random uint8 CIFAR-format images and labels, the same in every process."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g).to(device)
+    return x, torch.randint(0, 100, (n,), generator=g).to(device)
+
+
+def reference_teacher(device: str) -> WideResNet:
+    torch.manual_seed(0)
+    return WideResNet(40, 2, 100).to(device).eval()
+
+
+def reference_process(conn, method, n, batch_size, device) -> None:
+    """The reference's own process (spawned: the C library's allocator as a paper's
+    script has it, untouched by the harness's; harness/memory.py): one epoch per
+    request, answered with its time."""
+    x, y = images(n, device)
+    epoch = reference(method, x, y, reference_teacher(device), batch_size, device)
+    while conn.recv():
+        t0 = time.perf_counter()
+        epoch()
+        sync(device)
+        conn.send(time.perf_counter() - t0)
+
+
+@contextlib.contextmanager
+def in_own_process(method, n, batch_size, device):
+    """A closure that runs one reference epoch in its own process and waits for it."""
+    ctx = multiprocessing.get_context("spawn")
+    conn, child_conn = ctx.Pipe()
+    proc = ctx.Process(target=reference_process, args=(child_conn, method, n, batch_size, device))
+    proc.start()
+
+    def epoch():
+        conn.send(True)
+        return conn.recv()
+
+    try:
+        yield epoch
+    finally:
+        conn.send(False)
+        proc.join()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=512)
@@ -149,52 +234,32 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
     dev, n = args.device, args.images
-    g = torch.Generator().manual_seed(0)
-    x = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g).to(dev)
-    y = torch.randint(0, 100, (n,), generator=g).to(dev)
+    x, y = images(n, dev)
     split = TensorSplit({"x": x, "y": y})
     data = DataBundle("classification", split, split, split, info={"n_classes": 100}, transform=transform)
-    torch.manual_seed(0)
-    t_ref = WideResNet(40, 2, 100).to(dev).eval()
+    t_ref = reference_teacher(dev)
     t_harness = WRNFactory(**WRNFactory.resolve_params({"depth": 40, "widen": 2}, "bench")).build(data)
     t_harness.load_state_dict(t_ref.state_dict())
     t_harness = t_harness.to(dev).eval()
     print(f"WRN-16-2 student, {n} CIFAR-format images, batch {args.batch_size}, device {dev}; {hardware()}")
-    ratios, first = {}, None
+    ratios, spread, first = {}, {}, None
     for method in METHODS:
         if dev.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
-        fns = {
-            "harness": harness(method, data, t_harness, args.batch_size, dev),
-            "harness/compiled": harness(method, data, t_harness, args.batch_size, dev, compiled=True),
-            "reference": reference(method, x, y, t_ref, args.batch_size, dev),
-        }
-        first_epoch = {}
-        for name, fn in fns.items():  # warm-up epoch (the compiled one compiles in it)
-            t0 = time.perf_counter()
-            fn()
-            sync(dev)
-            first_epoch[name] = time.perf_counter() - t0
-
-        def timed(fn):
-            return lambda: (fn(), sync(dev))
-
-        times = interleaved({k: timed(f) for k, f in fns.items()}, args.repeats)
-        med = {k: statistics.median(v) for k, v in times.items()}
-        first = first or med["harness"]
-        ratios[method] = round(med["reference"] / med["harness"], 3)
-        ratios[f"{method}/compiled"] = round(med["reference"] / med["harness/compiled"], 3)
-        print(
-            f"  {method:<6} harness {n / med['harness']:7.1f} images/s   "
-            f"reference {n / med['reference']:7.1f} images/s   ratio {ratios[method]:5.2f}   "
-            f"(harness cost over plain {med['harness'] / first:4.2f}x; peak {peak_mib(dev):.0f} MiB)"
-        )
-        print(
-            f"  {method + '/c':<6} harness {n / med['harness/compiled']:7.1f} images/s   "
-            f"(train.compile)             ratio {ratios[f'{method}/compiled']:5.2f}   "
-            f"compile time {first_epoch['harness/compiled'] - med['harness/compiled']:.1f} s "
-            "(first epoch over a compiled epoch; not in images/s)"
-        )
+        with in_own_process(method, n, args.batch_size, dev) as reference_epoch:
+            fns = {  # (the reference first: its process starts up in its warm-up epoch)
+                "reference": reference_epoch,
+                "harness": harness(method, data, t_harness, args.batch_size, dev),
+                "harness/compiled": harness(method, data, t_harness, args.batch_size, dev, compiled=True),
+            }
+            first_epoch = {}
+            for name, fn in fns.items():  # warm-up epoch (the compiled one compiles in it)
+                t0 = time.perf_counter()
+                fn()
+                sync(dev)
+                first_epoch[name] = time.perf_counter() - t0
+            times = interleaved({k: timed(f, dev) for k, f in fns.items()}, args.repeats)
+        first = report(method, n, times, first_epoch, first, ratios, spread, dev)
     d = data_share(data, args.batch_size, dev, args.repeats)
     print(
         f"  data alone (batching + augmentation + normalisation): {d * 1000:.1f} ms per epoch, "
