@@ -36,7 +36,7 @@ from harness.cli import main as harness
 from harness.compact import short_labels
 from harness.grid import apply_section, load_grid
 from harness.gridfile import load_yaml
-from harness.memory import PeakMemory, reset_kernel_peak
+from harness.memory import PeakMemory, release_freed_memory, reset_kernel_peak
 from harness.plugins import get_registry
 from harness.runner import RunOptions, run_cell
 from harness.store import Store
@@ -45,6 +45,9 @@ GRID = Path(__file__).resolve().parents[1] / "grids" / "cd-ml100k.yaml"
 
 
 def rss_mib() -> float:
+    """The live RSS: what the process holds once the freed memory a training keeps for
+    reuse (harness/memory.py) is given back, so a pass's end is comparable to another's."""
+    release_freed_memory()
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024

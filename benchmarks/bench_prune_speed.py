@@ -13,7 +13,8 @@ counts the fraction gives; 8: the pruners' default, the nearest multiple of 8 in
 group of at least 32 channels). Latency: the best over `rounds` interleaved rounds of the
 median of timed forward passes in eval mode under no_grad. The WRN runs in the
 channels_last memory format, dense and pruned alike, as the harness builds and trains
-it (`--layout contiguous` for the default format).
+it (`--layout contiguous` for the default format), and with freed memory kept for reuse
+as in a harness process (harness/memory.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import time
 import torch
 
 from _common import emit, hardware
+from harness.memory import retain_freed_memory
 from harness.size import count_parameters, flops_per_sample
 from harness_movies.dcnn import DCNN
 from harness_prune.structure import StructuredMasks
@@ -141,6 +143,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    # as in the harness, whose inference measurements run in a process that has trained
+    # (harness/memory.py: freed activations are reused rather than faulted in again)
+    retain_freed_memory()
     levels = sorted(set([0.0, *args.levels]))
     print(f"CPU inference of pruned models (round_to {args.round_to}); {hardware()}")
     ratios: dict[str, float] = {}
