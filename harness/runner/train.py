@@ -97,8 +97,7 @@ def train_model(
     stopping by model selection; the budget is still spent in full).
     start_epoch: where the learning-rate schedule starts (e.g. a later round of a
     pruning schedule that continues one schedule across rounds).
-    Raises CellError when the loss becomes NaN or infinite. From the first training on,
-    the process keeps freed memory for reuse (harness/memory.py).
+    Raises CellError on a NaN or infinite loss. Freed memory is kept for reuse (memory.py).
     """
     retain_freed_memory()
     regime = as_regime(cfg)
