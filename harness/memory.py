@@ -25,16 +25,18 @@ other processes.
 Freed memory during training. glibc's malloc hands every freed block above its
 thresholds back to the kernel (big blocks are unmapped; the heap's free top is
 trimmed), so the next step's activations of the same sizes arrive as fresh pages, each
-faulted in and zeroed by the kernel. On the 2-core development CPU that was 150,000
-page faults an epoch of WRN-16-2 with KD, and about 10% of the epoch's time
-(benchmarks/README.md). `retain_freed_memory` raises both thresholds for the process
-(mallopt), as a training loop in torch wants: freed blocks stay in the heap and the next
-step reuses them; `release_freed_memory` (malloc_trim) gives the free ones back when a
-cell starts (`PeakMemory.start`), so each cell's peak RSS counts from the memory that
-is live, not from what earlier cells freed. Neither changes what is computed (torch's
-CPU tensors are 64-byte aligned under any allocator). Elsewhere than glibc (macOS,
-musl) both do nothing. This is the tuning torch's CPU performance guide does by
-preloading jemalloc or tcmalloc, without another library.
+faulted in and zeroed by the kernel. On the 2-core development CPU that was about
+147,000 page faults an epoch of 256 CIFAR images for WRN-40-2 → WRN-16-2 KD (4 steps),
+and 10-14% of the epoch's time (docs/models.md). `retain_freed_memory` raises both
+thresholds for the process (mallopt) when its first training starts: freed blocks stay
+in the heap and the next step reuses them. `release_freed_memory` (malloc_trim) gives
+the free ones back when a cell starts (`PeakMemory.start`), so each cell's peak RSS
+counts from the memory that is live, and when it ends, so an idle worker holds only its
+live memory (a Dask worker's memory monitor would otherwise see a finished cell's peak
+and could pause it). Neither changes what is computed (torch's CPU tensors are 64-byte
+aligned under any allocator). Elsewhere than glibc (macOS, musl) both do nothing. This
+is the tuning torch's CPU performance guide does by preloading jemalloc or tcmalloc,
+without another library.
 """
 
 from __future__ import annotations

@@ -121,3 +121,18 @@ def test_freed_memory_is_reused_without_page_faults_and_given_back_when_a_cell_s
     m = PeakMemory("cpu")
     m.start()
     assert m.stop()["start_rss_mib"] * MIB - base < 50 * MIB  # given back by the cell's start
+
+
+def test_a_cell_gives_freed_memory_back_when_it_starts_and_when_it_ends(write_grid, tmp_path, monkeypatch):
+    # (so its peak counts from live memory, and an idle worker holds only live memory)
+    from harness.grid import load_grid
+    from harness.plugins import get_registry
+    from harness.runner import RunOptions, cell, run_cell
+
+    calls = []
+    monkeypatch.setattr(memory, "release_freed_memory", lambda: calls.append("start"))
+    monkeypatch.setattr(cell, "release_freed_memory", lambda: calls.append("end"))
+    spec = load_grid(write_grid(distillers="[none]"), get_registry()).cells[0].spec
+    record = run_cell(spec, "g", RunOptions(teacher_dir=str(tmp_path / "t")))
+    assert record["status"] == "ok", record.get("error")
+    assert calls == ["start", "end"]

@@ -18,7 +18,7 @@ from ..api import DataBundle, Distiller, Pruner
 from ..energy import Window, open_meter
 from ..envinfo import environment
 from ..errors import CellError
-from ..memory import PeakMemory
+from ..memory import PeakMemory, release_freed_memory
 from ..plugins import get_registry
 from ..record import Record
 from ..size import count_parameters
@@ -124,6 +124,7 @@ def run_cell(spec: CellSpec, grid: str, opts: RunOptions) -> dict[str, Any]:
         record.method = record.method or spec.distiller.name
     finally:
         gc.collect()  # (the stages' models are released: free them before the next cell)
+        release_freed_memory()  # (an idle worker holds its live memory only: memory.py)
         if opts.device.startswith("cuda"):
             torch.cuda.empty_cache()
         record.memory = memory.stop()
