@@ -369,8 +369,7 @@ def _run_cells(
 
     def on_record(record: dict[str, Any], _i: int) -> None:
         record["command"] = command
-        store.put(record)
-        store.release(record["id"])
+        store.put(record)  # (and the claim on it goes, in the same transaction)
         counts[record["status"]] = counts.get(record["status"], 0) + 1
         n = counts["ok"] + counts["failed"]
         d = f"{record['dataset']} {record['student']} {record['method']} seed {record['seed']}"

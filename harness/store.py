@@ -190,7 +190,8 @@ class Store:
         return out
 
     def put(self, record: dict[str, Any]) -> None:
-        """Write a cell's record (and the teacher it trained, if any) in one transaction."""
+        """Write a cell's record (and the teacher it trained, if any) and drop this
+        process's claim on the cell, in one transaction."""
         row = [record.get(c) for c in COLUMNS]
         t = record.get("teacher_run")
         saved = _without_outcomes(record)
@@ -203,6 +204,10 @@ class Store:
                 f"VALUES ({', '.join('?' * (len(COLUMNS) + 3))})",
                 [*row, payload, record.get("started"), record.get("finished")],
             )
+            # the claim goes in the record's transaction: a run killed between the two
+            # would leave a claim on a finished cell that no rerun takes up again
+            me = (os.getpid(), socket.gethostname())
+            self.conn.execute("DELETE FROM claims WHERE id = ? AND pid = ? AND host = ?", (record["id"], *me))
             self.conn.execute("DELETE FROM outcomes WHERE kind = 'cell' AND key = ?", (record["id"],))
             self._put_outcomes("cell", record["id"], record.get("outcomes"), replace=True)
             if t:

@@ -51,6 +51,20 @@ def test_claims_live_dead_recycled_and_foreign(tmp_path):
     store.close()
 
 
+def test_a_stored_record_and_the_end_of_its_claim_are_one_transaction(tmp_path):
+    """A run killed right after storing a cell must not leave its claim behind: a rerun
+    passes over finished cells, so nothing would ever take that claim up again."""
+    store = Store(tmp_path / "r.db")
+    t0 = time.time()
+    assert store.claim("a", t0) is None
+    _claim_row(store, "b", 1234, "another-host", time.time())
+    store.put({"id": "a", "status": "ok", "started": t0, "finished": time.time()})
+    store.put({"id": "b", "status": "ok", "started": t0, "finished": time.time()})
+    left = store.conn.execute("SELECT id, pid FROM claims ORDER BY id").fetchall()
+    assert [tuple(r) for r in left] == [("b", 1234)]  # (only this process's claim goes)
+    store.close()
+
+
 def test_open_existing_is_read_only(tmp_path):
     Store(tmp_path / "r.db").close()
     store = Store.open_existing(tmp_path / "r.db")
