@@ -516,13 +516,14 @@ class Experts(nn.Module):
     layers with the mixture are one more, (z ⊗ hidden)·[W2_1; …; W2_M] + z·b2, which
     is Σ_m z_m (W2_m·hidden_m + b2_m) term for term. When the annealed temperature has
     made most weights exactly 0 (z one-hot in float), only the experts a row selected
-    are run on it (`sparse`): an expert with z_m = 0 adds exactly 0 to the output and
-    to every gradient (softmax's Jacobian z_m(δ − z) vanishes with z_m), so the result
-    is the same up to the order of float additions."""
+    are run on it (`sparse`, batched over the experts): an expert with z_m = 0 adds
+    exactly 0 to the output and to every gradient (softmax's Jacobian z_m(δ − z)
+    vanishes with z_m), so the result is the same up to the order of float additions."""
 
     #: run only the selected experts when at most this share of the weights is non-zero
     #: and the dense second layer would cost at least `sparse_work` multiply-adds (below
-    #: that, the per-expert loop's 30 small products cost more than one large one)
+    #: that, the grouping's indexing costs about what it saves: a one-hot CDAE epoch at
+    #: batch 128, 2.1e7, was 10% faster sparse; such small cases stay dense)
     sparse_share: ClassVar[float] = 0.25
     sparse_work: ClassVar[float] = 1e8
 
@@ -555,20 +556,23 @@ class Experts(nn.Module):
         return mixed @ self.w2.reshape(m * h, -1) + z @ self.b2
 
     def sparse(self, s: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Σ_m z_m·E_m(s) with each expert run only on the rows that weight it."""
-        out = s.new_zeros(len(s), self.w2.shape[2])
+        """Σ_m z_m·E_m(s) with each expert run only on the rows that weight it: the
+        (row, expert) pairs with z ≠ 0 grouped by expert, each group padded to the
+        largest one's size, and all experts run at once as two batched matmuls
+        [M, width, ·]. A padded slot's input is 0 and its output is never read, so it
+        adds nothing to the output or to any gradient."""
+        m, d_s, h = self.w1.shape
         rows, experts = torch.nonzero(z, as_tuple=True)
         order = torch.argsort(experts, stable=True)
         rows, experts = rows[order], experts[order]
-        counts = torch.bincount(experts, minlength=z.shape[1]).tolist()
-        # (unbound once: indexing a parameter per expert would give each its own
-        # parameter-sized gradient buffer in the backward pass)
-        weights = zip(self.w1.unbind(0), self.b1.unbind(0), self.w2.unbind(0), self.b2.unbind(0), strict=True)
-        for m, (r, n, (w1, b1, w2, b2)) in enumerate(zip(rows.split(counts), counts, weights, strict=True)):
-            if n:
-                hidden = torch.relu(s[r] @ w1 + b1)
-                out = out.index_add(0, r, z[r, m : m + 1] * (hidden @ w2 + b2))
-        return out
+        counts = torch.bincount(experts, minlength=m)
+        slot = torch.arange(len(rows), device=s.device) - (counts.cumsum(0) - counts)[experts]
+        width = int(counts.max()) if len(rows) else 0
+        x = s.new_zeros(m, width, d_s).index_put((experts, slot), s.index_select(0, rows))
+        hidden = torch.relu(torch.baddbmm(self.b1[:, None, :], x, self.w1))
+        out = torch.baddbmm(self.b2[:, None, :], hidden, self.w2)[experts, slot]
+        mixed = z[rows, experts][:, None] * out
+        return s.new_zeros(len(s), self.w2.shape[2]).index_add(0, rows, mixed)
 
     def forward(self, s: torch.Tensor, t: torch.Tensor, tau: float) -> torch.Tensor:
         """Σ_m z_m·E_m(s), z the Gumbel-softmax of the selection over experts."""
