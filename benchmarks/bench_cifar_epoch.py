@@ -4,6 +4,7 @@ harness/reference ratio of each (aim >= 1.2), and the share of epoch time spent 
 (batching, augmentation, normalisation: aim < 5%), and peak memory.
 
     python benchmarks/bench_cifar_epoch.py [--images 512] [--device cpu|cuda] [--repeats 5]
+        [--autocast bf16|fp16|none]
 
 The reference is the same training written as a paper's code writes it (the official
 SAD code's loop): plain torch.nn models in the default memory format, the student's
@@ -22,9 +23,12 @@ The images are random uint8 tensors in CIFAR's layout (speed does not depend on 
 content); the same script runs on a GPU. Each method's harness is also timed with the
 grid option train.compile (torch.compile of the distiller's loss; docs/models.md): its
 compile time (its first epoch over its median epoch) is printed on its own line and
-left out of its images/s. The last line is JSON: {"bench": "cifar_epoch", "hardware":
-..., "ratios": {"plain": x, "plain/compiled": x', "kd": y, "kd/compiled": y', "sad": z,
-"sad/compiled": z'}}.
+left out of its images/s. Each is also timed with the grid option train.autocast
+(`--autocast bf16`, the default; `none` to skip): the step's forward passes and loss in
+bf16 (or fp16). That changes numerics, so it is an opt-in grid option and its ratio is
+printed apart ("plain/autocast-bf16"); the aim of 1.2 is for the float32 step. The last
+line is JSON: {"bench": "cifar_epoch", "hardware": ..., "ratios": {"plain": x,
+"plain/compiled": x', "plain/autocast-bf16": x'', "kd": y, ..., "sad": z, ...}}.
 """
 
 from __future__ import annotations
@@ -119,10 +123,10 @@ def reference(method, x, y, teacher, batch_size, device):
     return epoch
 
 
-def harness(method, data, teacher, batch_size, device, compiled=False):
+def harness(method, data, teacher, batch_size, device, compiled=False, autocast="none"):
     """One epoch's closure of the harness's training (train_model); with `compiled`,
-    the grid option train.compile (torch.compile of the teacher's forward and the
-    distiller's loss)."""
+    the grid option train.compile (torch.compile of the distiller's loss); with
+    `autocast`, the grid option train.autocast (the step in bf16 or fp16)."""
     task = get_task("classification")
     torch.manual_seed(0)
     student = WRNFactory(**WRNFactory.resolve_params({"depth": 16, "widen": 2}, "bench")).build(data)
@@ -130,7 +134,7 @@ def harness(method, data, teacher, batch_size, device, compiled=False):
     distiller = METHODS[method]()
     extra = list(distiller.setup(teacher, student, data, data.prepare(data.train.head(64))))
     gen = torch.Generator().manual_seed(0)
-    cfg = CFG | {"compile": compiled}
+    cfg = CFG | {"compile": compiled, "autocast": autocast}
     return lambda: train_model(student, data, task, cfg, 1, batch_size, gen, distiller, teacher, extra)
 
 
@@ -147,11 +151,13 @@ def timed(fn, device):
 
 
 def report(method, n, times, first_epoch, first, ratios, spread, device) -> float:
-    """Print a method's two lines (into `ratios` and `spread`); the plain harness epoch."""
+    """Print a method's lines (into `ratios` and `spread`); the plain harness epoch."""
     med = {k: statistics.median(v) for k, v in times.items()}
     first = first or med["harness"]
-    for name, key in ((method, "harness"), (f"{method}/compiled", "harness/compiled")):
-        ratios[name], spread[name] = paired_ratio(times["reference"], times[key])
+    for key in med:
+        if key != "reference":
+            name = method + key.removeprefix("harness")
+            ratios[name], spread[name] = paired_ratio(times["reference"], times[key])
     print(
         f"  {method:<6} harness {n / med['harness']:7.1f} images/s   "
         f"reference {n / med['reference']:7.1f} images/s   ratio {ratios[method]:5.2f} "
@@ -165,6 +171,13 @@ def report(method, n, times, first_epoch, first, ratios, spread, device) -> floa
         f"compile time {first_epoch['harness/compiled'] - med['harness/compiled']:.1f} s "
         "(first epoch over a compiled epoch; not in images/s)"
     )
+    for key in (k for k in med if k.startswith("harness/autocast-")):
+        name, precision = method + key.removeprefix("harness"), key.removeprefix("harness/autocast-")
+        print(
+            f"  {method + '/' + precision:<6} harness {n / med[key]:7.1f} images/s   "
+            f"(train.autocast {precision})      ratio {ratios[name]:5.2f} "
+            f"[{spread[name][0]:.2f}-{spread[name][1]:.2f}]   (changes numerics: an opt-in grid option)"
+        )
     return first
 
 
@@ -231,6 +244,12 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument(
+        "--autocast",
+        default="bf16",
+        choices=("none", "bf16", "fp16"),
+        help="also time the harness with train.autocast at this precision (none: not)",
+    )
     args = ap.parse_args()
     dev, n = args.device, args.images
     x, y = images(n, dev)
@@ -251,6 +270,10 @@ def main() -> None:
                 "harness": harness(method, data, t_harness, args.batch_size, dev),
                 "harness/compiled": harness(method, data, t_harness, args.batch_size, dev, compiled=True),
             }
+            if args.autocast != "none":
+                fns[f"harness/autocast-{args.autocast}"] = harness(
+                    method, data, t_harness, args.batch_size, dev, autocast=args.autocast
+                )
             first_epoch = {}
             for name, fn in fns.items():  # warm-up epoch (the compiled one compiles in it)
                 t0 = time.perf_counter()

@@ -76,6 +76,12 @@ TRAIN = {
         "torch.compile (inductor) the distiller's loss in training (same results within "
         "float rounding; costs compile time once per process)",
     ),
+    "autocast": Param(
+        "none",
+        "mixed precision of the training step's forward passes and loss (torch.autocast): "
+        "none (float32), bf16, or fp16 with a gradient scaler; changes numerics, so off by default",
+        choices=("none", "bf16", "fp16"),
+    ),
 }
 
 ENERGY = {

@@ -34,7 +34,12 @@ NOT_HASHED = ("energy",)
 #: Options added to a section after stores existed, left out of the id while they hold
 #: this value (their default), so that existing cells keep their ids; a cell that sets
 #: one otherwise gets a new id. (section, option) -> default.
-HASHED_UNLESS_DEFAULT = {("train", "compile"): False, ("teacher_train", "compile"): False}
+HASHED_UNLESS_DEFAULT = {
+    ("train", "compile"): False,
+    ("teacher_train", "compile"): False,
+    ("train", "autocast"): "none",
+    ("teacher_train", "autocast"): "none",
+}
 
 
 def canonical(obj: Any) -> str:
@@ -47,14 +52,15 @@ def config_id(config: dict[str, Any]) -> str:
     "shown" lists (which options a grid spelled out) and HASHED_UNLESS_DEFAULT options at
     their default are left out, so spelling out a default gives the same id."""
     hashed = {
-        k: ({kk: vv for kk, vv in v.items() if not _unhashed(k, kk, vv)} if isinstance(v, dict) else v)
+        k: ({kk: vv for kk, vv in v.items() if not unhashed(k, kk, vv)} if isinstance(v, dict) else v)
         for k, v in config.items()
         if k not in NOT_HASHED
     }
     return hashlib.sha256(canonical(hashed).encode()).hexdigest()[:16]
 
 
-def _unhashed(section: str, key: str, value: Any) -> bool:
+def unhashed(section: str, key: str, value: Any) -> bool:
+    """Whether `section.key = value` is left out of the ids (see `config_id`)."""
     if key == "shown":
         return True
     if (section, key) not in HASHED_UNLESS_DEFAULT:
@@ -176,6 +182,7 @@ class Regime:
     gamma: float
     grad_clip: float | None
     compile: bool = False
+    autocast: str = "none"
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,40 @@ def test_a_bad_field_is_a_one_line_error_naming_it():
         CellSpec.from_config({**config, "seed": "0"})
 
 
+def test_train_autocast_at_its_default_keeps_ids_and_teacher_caches():
+    # train.autocast came after stores and teacher caches existed: "none" (spelled out or
+    # not) keeps a cell's id and its teacher's cache key; bf16 gives new ones, the
+    # teacher's only when the teacher trains in it (teacher_train.autocast)
+    from harness.runner.teacher import teacher_key
+
+    spec = load_grid(Path("grids/quick.yaml"), get_registry()).cells[0].spec
+    config = spec.to_config()
+    assert config["train"]["autocast"] == "none"
+    old = {
+        s: ({k: v for k, v in c.items() if k != "autocast"} if s.endswith("train") else c)
+        for s, c in config.items()
+    }
+    loaded = CellSpec.from_config(old)
+    assert loaded.train.autocast == "none" and loaded.id == spec.id == cell_id(old)
+    assert teacher_key(loaded) == teacher_key(spec)
+    student_bf16 = CellSpec.from_config({**config, "train": {**config["train"], "autocast": "bf16"}})
+    assert student_bf16.id != spec.id and teacher_key(student_bf16) == teacher_key(spec)
+    teacher_bf16 = CellSpec.from_config(
+        {**config, "teacher_train": {**config["teacher_train"], "autocast": "bf16"}}
+    )
+    assert teacher_bf16.id != spec.id and teacher_key(teacher_bf16) != teacher_key(spec)
+
+
+def test_train_autocast_takes_only_its_choices(tmp_path):
+    grid = tmp_path / "g.yaml"
+    grid.write_text(
+        "datasets: [imdb-movies]\nteacher: {model: dcnn}\nstudent: {model: dcnn}\n"
+        "distillers: [none]\ntrain: {autocast: fp8}\n"
+    )
+    with pytest.raises(UsageError, match=r"train.autocast: 'fp8' is not one of none, bf16, fp16"):
+        load_grid(grid, get_registry())
+
+
 def test_train_compile_at_its_default_keeps_ids_and_old_configs_load():
     # train.compile came after stores existed: false (spelled out or not) keeps the id a
     # config without it had, true gives a new one, and a stored config that lacks it

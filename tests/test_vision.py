@@ -416,3 +416,66 @@ def test_train_compile_trains_as_the_eager_step():
         # rounding differences of ~1e-7 in the loss's gradients grow through the steps
         # (beta = 200): ~7e-5 at most here; a term lost or changed moves them by far more
         torch.testing.assert_close(w1[k], w0[k], rtol=1e-3, atol=2e-4, msg=k)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_train_autocast_runs_the_step_in_low_precision_and_keeps_float32_weights(precision):
+    # train.autocast: the step's convolutions, the student's and the KD teacher's, run in
+    # bf16 or fp16 (a forward hook sees their outputs' dtype); the weights stay float32,
+    # fp16's steps go through the gradient scaler, the losses follow the float32 run's
+    # within low-precision rounding, and the trained model evaluates in float32.
+    from unittest import mock
+
+    from harness.runner import train_model
+    from harness.tasks import get_task
+    from harness_distill.kd import KnowledgeDistillation
+
+    g = torch.Generator().manual_seed(0)
+    split = TensorSplit(
+        {
+            "x": torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8, generator=g),
+            "y": torch.arange(32) % 5,
+        }
+    )
+    data = DataBundle("classification", split, split, split, info={"n_classes": 5}, transform=cifar.transform)
+    torch.manual_seed(0)
+    teacher = WRNFactory(depth=10, widen=1, dropout=0.0).build(data).eval()
+    runs = {}
+    for setting in ("none", precision):
+        torch.manual_seed(1)
+        student, hist, seen = WRNFactory(depth=10, widen=1, dropout=0.0).build(data), [], set()
+        hooks = [
+            m.conv1.register_forward_hook(lambda _m, _i, o, seen=seen: seen.add(o.dtype))
+            for m in (student, teacher)
+        ]
+        update = torch.amp.GradScaler.update
+        scaler_updates = mock.patch.object(torch.amp.GradScaler, "update", autospec=True, side_effect=update)
+        with scaler_updates as updates:
+            train_model(
+                student,
+                data,
+                get_task("classification"),
+                {"optimizer": "sgd", "lr": 0.01, "autocast": setting},
+                2,
+                16,
+                torch.Generator().manual_seed(0),
+                KnowledgeDistillation(T=4.0, alpha=0.9),
+                teacher,
+                history=hist,
+            )
+        for h in hooks:
+            h.remove()
+        runs[setting] = (hist, seen, updates.call_count, student)
+    (h32, seen32, n32, _), (h16, seen16, n16, student) = runs["none"], runs[precision]
+    low = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    assert seen32 == {torch.float32} and seen16 == {low}
+    assert (n32, n16) == (0, 4 if precision == "fp16" else 0)  # (2 epochs of 2 steps)
+    assert all(p.dtype == torch.float32 for p in student.parameters())
+    for e32, e16 in zip(h32, h16, strict=True):
+        assert e16["loss"] != e32["loss"]  # (the step did run in another precision)
+        assert e16["terms"]["task"] == pytest.approx(e32["terms"]["task"], rel=0.01)
+        # (KD's term is the KL between two untrained nets' near-uniform softmaxes, about
+        # 0.04 here: bf16's 8-bit mantissa moves it by up to a third, the loss by < 10%)
+        assert e16["loss"] == pytest.approx(e32["loss"], rel=0.1)
+    with torch.no_grad():
+        assert student.eval()(data.prepare(split.head(4))["x"]).dtype == torch.float32

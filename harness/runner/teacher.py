@@ -24,7 +24,7 @@ from ..energy import Window, open_meter
 from ..envinfo import environment
 from ..grid import dataset_label, model_label
 from ..size import measure_size
-from ..spec import CellSpec, canonical
+from ..spec import CellSpec, canonical, unhashed
 from ..tasks import Task, get_task
 from .data import load_data
 from .measure import MeterFactory, energy_of, meter_maker
@@ -36,8 +36,13 @@ from .train import train_model
 def teacher_key(spec: CellSpec) -> str:
     """The teacher cache's key: what the teacher's training depends on, and nothing of
     the student's. (`compile` is left out: it compiles a distiller's loss, and a
-    teacher trains without one.)"""
-    train = {k: v for k, v in spec.to_config()["teacher_train"].items() if k != "compile"}
+    teacher trains without one; options added later are left out at their default, so
+    that caches written before them are found.)"""
+    train = {
+        k: v
+        for k, v in spec.to_config()["teacher_train"].items()
+        if k != "compile" and not unhashed("teacher_train", k, v)
+    }
     key = {
         "dataset": {"name": spec.dataset.name, "params": spec.dataset.params},
         "task": spec.task,

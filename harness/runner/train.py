@@ -67,8 +67,44 @@ class _Pass:
     teacher: nn.Module | None
     use_teacher: bool
     extra: list[nn.Parameter]
+    precision: _Precision
     #: the distiller's loss, compiled when the regime says so (`_compiled_loss`)
     distill_loss: Callable[[Step], torch.Tensor] | None = None
+
+
+#: torch.autocast's dtype for each `train.autocast` setting but none
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class _Precision:
+    """The training step's precision (`Regime.autocast`): float32, or the step's forward
+    passes and loss under torch.autocast (matmuls and convolutions in bf16 or fp16, the
+    parameters, their gradients and the optimiser's state kept in float32), with a
+    gradient scaler for fp16, whose narrow range would flush small gradients to 0."""
+
+    def __init__(self, setting: str, device: torch.device) -> None:
+        self.dtype = AUTOCAST.get(setting)
+        self.device_type = device.type
+        self.scaler = torch.amp.GradScaler(device.type) if setting == "fp16" else None
+
+    def forward(self) -> contextlib.AbstractContextManager:
+        """The context of a step's forward passes and loss."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+    def step(self, loss: torch.Tensor, opt: torch.optim.Optimizer, clip: Callable[[], Any]) -> None:
+        """Backward pass, `clip` of the gradients, optimiser step."""
+        if self.scaler is None:
+            loss.backward()
+            clip()
+            opt.step()
+            return
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(opt)  # (the clip sees the true gradients)
+        clip()
+        self.scaler.step(opt)  # (skipped when a gradient overflowed; the scale then falls)
+        self.scaler.update()
 
 
 def train_model(
@@ -121,7 +157,7 @@ def train_model(
     aug.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
     run = _Pass(
         data, task, regime, epochs, batch_size, generator, aug, task.train_split(model), distiller, teacher,
-        use_teacher, extra, _compiled_loss(regime, distiller),
+        use_teacher, extra, _Precision(regime.autocast, device), _compiled_loss(regime, distiller),
     )  # fmt: skip
     opt = make_optimizer(list(model.parameters()) + extra, regime)
     metric = next(m for m in task.metrics if m.name == task.primary)
@@ -198,22 +234,25 @@ def _train_epoch(
     batches = run.data.batches(
         run.split, run.batch_size, train=True, generator=run.generator, aug_generator=run.aug
     )
-    for batch in batches:
-        with s_tap.record() if s_tap else contextlib.nullcontext():
-            out = run.task.train_forward(model, batch)
-        if run.distiller is None:
-            loss = run.task.train_loss(model, batch, out)
-        else:  # (the task loss computed when the distiller reads it: Step.task_loss)
-            task_loss = functools.partial(run.task.train_loss, model, batch, out)
-            step = _distill_step(run, model, batch, out, task_loss, epoch, s_tap, t_tap)
-            loss = run.distill_loss(step)
-            logged.add(step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+
+    def clip() -> None:
         if run.cfg.grad_clip:
             nn.utils.clip_grad_norm_(list(model.parameters()) + run.extra, run.cfg.grad_clip)
-        opt.step()
-        total += loss.detach()
+
+    for batch in batches:
+        with run.precision.forward():
+            with s_tap.record() if s_tap else contextlib.nullcontext():
+                out = run.task.train_forward(model, batch)
+            if run.distiller is None:
+                loss = run.task.train_loss(model, batch, out)
+            else:  # (the task loss computed when the distiller reads it: Step.task_loss)
+                task_loss = functools.partial(run.task.train_loss, model, batch, out)
+                step = _distill_step(run, model, batch, out, task_loss, epoch, s_tap, t_tap)
+                loss = run.distill_loss(step)
+                logged.add(step)
+        opt.zero_grad(set_to_none=True)
+        run.precision.step(loss, opt, clip)
+        total += loss.detach().float()
         steps += 1
     mean_loss = float(total) / max(steps, 1)  # one sync per epoch
     if not np.isfinite(mean_loss):
