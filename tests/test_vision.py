@@ -361,6 +361,21 @@ def _can_compile() -> str | None:
 
 
 @pytest.mark.slow
+def _tiny_cifar_and_teacher() -> tuple[DataBundle, torch.nn.Module]:
+    """32 random CIFAR-format images of 5 classes (train = val = test) and a WRN-10-1
+    teacher in eval mode, the same at every call."""
+    g = torch.Generator().manual_seed(0)
+    split = TensorSplit(
+        {
+            "x": torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8, generator=g),
+            "y": torch.arange(32) % 5,
+        }
+    )
+    data = DataBundle("classification", split, split, split, info={"n_classes": 5}, transform=cifar.transform)
+    torch.manual_seed(0)
+    return data, WRNFactory(depth=10, widen=1, dropout=0.0).build(data).eval()
+
+
 def test_train_compile_trains_as_the_eager_step():
     # train.compile runs the distiller's loss (SAD: attention, value maps, KD) through
     # torch.compile: two epochs of two batches must give the eager path's losses and
@@ -374,23 +389,14 @@ def test_train_compile_trains_as_the_eager_step():
     from harness.runner import train_model
     from harness.tasks import get_task
 
-    g = torch.Generator().manual_seed(0)
-    split = TensorSplit(
-        {
-            "x": torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8, generator=g),
-            "y": torch.arange(32) % 5,
-        }
-    )
-    data = DataBundle("classification", split, split, split, info={"n_classes": 5}, transform=cifar.transform)
-    torch.manual_seed(0)
-    teacher = WRNFactory(depth=10, widen=1, dropout=0.0).build(data).eval()
+    data, teacher = _tiny_cifar_and_teacher()
     runs = {}
     counters.clear()
     for compiled in (False, True):
         torch.manual_seed(1)
         student, hist = WRNFactory(depth=10, widen=1, dropout=0.0).build(data), []
         distiller = SAD(alpha=0.9, T=4.0, beta=200.0, d=16)
-        extra = distiller.setup(teacher, student, data, data.prepare(split.head(8)))
+        extra = distiller.setup(teacher, student, data, data.prepare(data.train.head(8)))
         cfg = {"optimizer": "sgd", "lr": 0.01, "compile": compiled}
         gen = torch.Generator().manual_seed(0)
         train_model(
@@ -430,16 +436,7 @@ def test_train_autocast_runs_the_step_in_low_precision_and_keeps_float32_weights
     from harness.tasks import get_task
     from harness_distill.kd import KnowledgeDistillation
 
-    g = torch.Generator().manual_seed(0)
-    split = TensorSplit(
-        {
-            "x": torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8, generator=g),
-            "y": torch.arange(32) % 5,
-        }
-    )
-    data = DataBundle("classification", split, split, split, info={"n_classes": 5}, transform=cifar.transform)
-    torch.manual_seed(0)
-    teacher = WRNFactory(depth=10, widen=1, dropout=0.0).build(data).eval()
+    data, teacher = _tiny_cifar_and_teacher()
     runs = {}
     for setting in ("none", precision):
         torch.manual_seed(1)
@@ -478,4 +475,4 @@ def test_train_autocast_runs_the_step_in_low_precision_and_keeps_float32_weights
         # 0.04 here: bf16's 8-bit mantissa moves it by up to a third, the loss by < 10%)
         assert e16["loss"] == pytest.approx(e32["loss"], rel=0.1)
     with torch.no_grad():
-        assert student.eval()(data.prepare(split.head(4))["x"]).dtype == torch.float32
+        assert student.eval()(data.prepare(data.train.head(4))["x"]).dtype == torch.float32
