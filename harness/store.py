@@ -74,6 +74,11 @@ CREATE TABLE IF NOT EXISTS claims (id TEXT PRIMARY KEY, pid INTEGER, host TEXT, 
 FOREIGN_CLAIM_TTL = 24 * 3600.0
 
 
+def _this_process() -> tuple[int, str]:
+    """(pid, host): who holds a claim."""
+    return os.getpid(), socket.gethostname()
+
+
 def _claim_alive(pid: int, host: str, started: float) -> bool:
     """Whether the process that made a claim still runs: on this host by pid and start
     time (a recycled pid started after the claim is another process); elsewhere by age."""
@@ -151,7 +156,7 @@ class Store:
     def claim(self, cell_id: str, since: float) -> str | None:
         """Claim a cell before it runs: None when this process now holds it, else why
         not (another run finished it after `since`, or a live process holds it)."""
-        me = (os.getpid(), socket.gethostname())
+        me = _this_process()
         self.conn.execute("BEGIN IMMEDIATE")  # one claimant at a time across processes
         try:
             row = self.conn.execute("SELECT status, finished FROM cells WHERE id = ?", (cell_id,)).fetchone()
@@ -170,7 +175,7 @@ class Store:
 
     def release(self, cell_id: str | None = None) -> None:
         """Drop this process's claim on a cell (or, with None, all of its claims)."""
-        me = (os.getpid(), socket.gethostname())
+        me = _this_process()
         with self.conn:
             if cell_id is None:
                 self.conn.execute("DELETE FROM claims WHERE pid = ? AND host = ?", me)
@@ -206,7 +211,7 @@ class Store:
             )
             # the claim goes in the record's transaction: a run killed between the two
             # would leave a claim on a finished cell that no rerun takes up again
-            me = (os.getpid(), socket.gethostname())
+            me = _this_process()
             self.conn.execute("DELETE FROM claims WHERE id = ? AND pid = ? AND host = ?", (record["id"], *me))
             self.conn.execute("DELETE FROM outcomes WHERE kind = 'cell' AND key = ?", (record["id"],))
             self._put_outcomes("cell", record["id"], record.get("outcomes"), replace=True)

@@ -567,8 +567,7 @@ class Experts(nn.Module):
         rows, experts = rows[order], experts[order]
         counts = torch.bincount(experts, minlength=m)
         slot = torch.arange(len(rows), device=s.device) - (counts.cumsum(0) - counts)[experts]
-        width = int(counts.max()) if len(rows) else 0
-        x = s.new_zeros(m, width, d_s).index_put((experts, slot), s.index_select(0, rows))
+        x = s.new_zeros(m, int(counts.max()), d_s).index_put((experts, slot), s.index_select(0, rows))
         hidden = torch.relu(torch.baddbmm(self.b1[:, None, :], x, self.w1))
         out = torch.baddbmm(self.b2[:, None, :], hidden, self.w2)[experts, slot]
         mixed = z[rows, experts][:, None] * out
